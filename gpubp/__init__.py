@@ -1,2 +1,11 @@
-"""gpubp: backpropagation for sigmoid multilayer perceptrons."""
+"""gpubp: backpropagation for sigmoid multilayer perceptrons, on NumPy, on an
+emulated CUDA device, and on CUDA through CuPy, with the same code."""
 __version__ = "0.1.0"
+
+from .backend import cuda_status, get_backend  # noqa: E402
+from .gradcheck import gradcheck  # noqa: E402
+from .mlp import MLP, Gradients, History, TrainingDiverged  # noqa: E402
+from .validation import InputError  # noqa: E402
+
+__all__ = ["MLP", "Gradients", "History", "TrainingDiverged", "InputError", "gradcheck", "get_backend",
+           "cuda_status", "__version__"]

@@ -1,0 +1,158 @@
+"""The ``gpubp`` command: train, gradcheck, info (and bench, kernels).
+
+    gpubp train --dataset digits          train and report test accuracy
+    gpubp gradcheck                       backprop against finite differences
+    gpubp info                            version, backends, CUDA devices, NVRTC
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import sys
+import time
+
+import numpy as np
+
+from . import __version__
+
+# Per data set: the network and schedule that reach the accuracy the README promises.
+TRAIN_DEFAULTS = {
+    "digits": dict(hidden=[64], loss="cross_entropy", epochs=30, batch_size=10, lr=1.0),
+    "mnist5k": dict(hidden=[30], loss="cross_entropy", epochs=30, batch_size=10, lr=0.5),
+    None: dict(hidden=[30], loss="cross_entropy", epochs=30, batch_size=10, lr=0.5),
+}
+
+
+def _int_list(text):
+    try:
+        values = [int(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 64,64,10, got {text!r}") from None
+    return values
+
+
+def cmd_train(args) -> int:
+    from . import datasets
+    from .mlp import MLP
+
+    data = datasets.load(args.dataset, seed=args.seed)
+    d = TRAIN_DEFAULTS.get(args.dataset, TRAIN_DEFAULTS[None])
+    n_out = data.n_classes
+    sizes = args.sizes or [data.n_features, *d["hidden"], n_out]
+    if sizes[0] != data.n_features or sizes[-1] != n_out:
+        print(f"error: --sizes {sizes} does not fit the data: it has {data.n_features} features and "
+              f"{n_out} output(s); use --sizes {data.n_features},...,{n_out}", file=sys.stderr)
+        return 2
+    model = MLP(sizes, loss=args.loss or d["loss"], backend=args.backend, seed=args.seed,
+                dtype=np.float64 if args.float64 else np.float32)
+    print(f"gpubp {__version__}: {data.description}")
+    print(f"network {sizes}, loss {model.cost.name}, backend {model.backend_reason}, {model.dtype.name}")
+    epochs = args.epochs or d["epochs"]
+    B = args.batch_size or d["batch_size"]
+    lr = args.lr if args.lr is not None else d["lr"]
+    print(f"SGD: {epochs} epochs, batch {B}, lr {lr:g}, momentum {args.momentum:g}, weight decay {args.weight_decay:g}")
+    t0 = time.perf_counter()
+    model.fit(data.X_train, data.y_train, epochs=epochs, batch_size=B, lr=lr, momentum=args.momentum,
+              weight_decay=args.weight_decay, test_data=(data.X_test, data.y_test),
+              progress=not args.quiet)
+    seconds = time.perf_counter() - t0
+    ev = model.evaluate(data.X_test, data.y_test)
+    n_train = len(data.X_train)
+    print(f"test accuracy {100 * ev['accuracy']:.2f}% ({ev['n']} samples), test loss {ev['loss']:.4f}; "
+          f"trained in {seconds:.2f}s ({epochs * n_train / seconds:,.0f} samples/s)")
+    if args.save:
+        model.save(args.save)
+        print(f"saved to {args.save}")
+    return 0
+
+
+def cmd_gradcheck(args) -> int:
+    from .gradcheck import gradcheck
+
+    losses = ["mse", "cross_entropy"] if args.loss == "both" else [args.loss]
+    ok = True
+    for loss in losses:
+        result = gradcheck(args.sizes, loss=loss, batch=args.batch, seed=args.seed, backend=args.backend)
+        print(result)
+        ok &= result.passed
+    return 0 if ok else 1
+
+
+def cmd_info(args) -> int:
+    from .backend import cuda_status
+
+    print(f"gpubp {__version__}")
+    print(f"python {platform.python_version()} on {platform.machine()}, numpy {np.__version__}")
+    ok, why = cuda_status()
+    print(f"backend numpy: available")
+    cxx = shutil.which("g++") or shutil.which("c++")
+    print(f"backend emulated: {'available (C++ compiler ' + cxx + ')' if cxx else 'unavailable: no C++ compiler (apt-get install g++)'}")
+    print(f"backend cupy: {'available' if ok else 'unavailable'}: {why}")
+    try:
+        import cupy
+        print(f"cupy {cupy.__version__}, CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}")
+    except Exception:
+        pass
+    try:
+        from . import nvrtc
+        print(f"NVRTC {nvrtc.version_string()} (kernels compile for {', '.join(nvrtc.ARCHS)})")
+    except Exception as e:
+        print(f"NVRTC: unavailable: {e}")
+    from .backend import get_backend
+    print(f"backend='auto' picks: {get_backend('auto')[1]}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gpubp", description="Backpropagation for sigmoid MLPs on NumPy and CUDA.")
+    p.add_argument("--version", action="version", version=f"gpubp {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a network on a data set and report test accuracy")
+    t.add_argument("--dataset", default="digits", help="digits (default), mnist5k, or a path to an .npz with X and y")
+    t.add_argument("--sizes", type=_int_list, help="layer widths, e.g. 64,64,10 (default: per data set)")
+    t.add_argument("--loss", choices=["mse", "cross_entropy"], help="cost (default: cross_entropy)")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float, help="learning rate η")
+    t.add_argument("--momentum", type=float, default=0.0)
+    t.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay λ")
+    t.add_argument("--backend", default="auto", choices=["auto", "numpy", "emulated", "cupy"])
+    t.add_argument("--float64", action="store_true", help="train in float64 (default float32)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--save", metavar="PATH", help="write the trained model to PATH (.npz)")
+    t.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bar")
+    t.set_defaults(func=cmd_train)
+
+    g = sub.add_parser("gradcheck", help="check backprop against central finite differences (float64)")
+    g.add_argument("--sizes", type=_int_list, default=[3, 4, 2])
+    g.add_argument("--loss", choices=["mse", "cross_entropy", "both"], default="both")
+    g.add_argument("--batch", type=int, default=5)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--backend", default="numpy", choices=["numpy", "emulated"])
+    g.set_defaults(func=cmd_gradcheck)
+
+    i = sub.add_parser("info", help="version, available backends, CUDA devices, NVRTC")
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv=None) -> int:
+    from .datasets import DatasetUnavailable
+    from .mlp import TrainingDiverged
+    from .validation import InputError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (InputError, DatasetUnavailable, TrainingDiverged) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,408 @@
+"""A sigmoid multilayer perceptron trained by backpropagation.
+
+The code follows the four BP equations, with layers l = 1 … L and a[0] = x
+(batch-first: every activation is B × n, W[l] is n_{l−1} × n_l):
+
+    feedforward    z_l = a_{l−1} W_l + b_l,   a_l = σ(z_l)
+    (BP1) output   δ_L = ∇_a C ⊙ σ'(z_L)     = (a_L − y) ⊙ a_L(1 − a_L)  for MSE,
+                                              = a_L − y                   for sigmoid + cross-entropy
+    (BP2) hidden   δ_l = (δ_{l+1} W_{l+1}ᵀ) ⊙ a_l(1 − a_l)
+    (BP3) biases   ∂C/∂b_l = mean over the batch of δ_l
+    (BP4) weights  ∂C/∂W_l = a_{l−1}ᵀ δ_l / B   (the sum of per-sample outer products)
+
+The batch cost is the mean per-sample cost, so every gradient carries 1/B.
+It is applied once, to δ_L (``scale`` below); BP2 is linear in δ, so it
+reaches every layer.
+
+Arrays live on a backend (``gpubp.backend``): NumPy, the emulated CUDA device,
+or CuPy.  This module never asks which; it calls the backend's ops.
+
+Non-goals: other activations, convolution, automatic differentiation.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .backend import get_backend
+from .costs import get_cost
+from .validation import (InputError, check_dtype, check_positive, check_sizes, check_targets, check_X)
+
+FORMAT = "gpubp-mlp"
+FORMAT_VERSION = 1
+
+
+class TrainingDiverged(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class Gradients:
+    """∂C/∂W_l and ∂C/∂b_l for l = 1 … L (index 0 is layer 1), as NumPy arrays, and the batch cost."""
+    dW: list
+    db: list
+    loss: float
+
+
+@dataclass
+class History:
+    """What ``fit`` measured: one entry per epoch."""
+    loss: list = field(default_factory=list)           # mean training loss of the epoch's batches
+    test_loss: list = field(default_factory=list)
+    test_accuracy: list = field(default_factory=list)
+    seconds: list = field(default_factory=list)
+
+
+class _Workspace:
+    """Every array one step needs for a batch of B samples, allocated once."""
+
+    def __init__(self, bk, sizes, B, dtype):
+        self.B = B
+        self.a = [bk.empty((B, n), dtype) for n in sizes]           # a[0] = x; a[l] holds z_l, then σ(z_l)
+        self.delta = [None] + [bk.empty((B, n), dtype) for n in sizes[1:]]
+        self.y = bk.empty((B, sizes[-1]), dtype)
+        self.loss = bk.empty((B,), dtype)                              # per-sample cost
+
+
+class MLP:
+    """A sigmoid MLP: ``MLP([784, 30, 10], loss="cross_entropy")``.
+
+    sizes     layer widths, input first (at least 2 entries)
+    loss      ``"mse"`` (quadratic) or ``"cross_entropy"`` (sigmoid + cross-entropy)
+    backend   ``"auto"`` (CuPy if a device answers, else NumPy), ``"numpy"``,
+              ``"emulated"`` (the CUDA kernels on the CPU, slow), ``"cupy"``;
+              ``backend_options`` go to the kernel backends
+    dtype     float32 (default) or float64
+    init      ``"scaled"``: W ~ N(0, 1/fan_in), b ~ N(0, 1) (default);
+              ``"normal"``: W, b ~ N(0, 1) (the classic tutorial network)
+    seed      seeds initialisation and the shuffling in ``fit``
+    """
+
+    def __init__(self, sizes, loss="mse", backend="auto", dtype=np.float32, seed=None, init="scaled",
+                 backend_options=None, verbose=False):
+        self.sizes = check_sizes(sizes)
+        self.cost = get_cost(loss)
+        self.dtype = check_dtype(dtype)
+        self.backend, self.backend_reason = get_backend(backend, **(backend_options or {}))
+        if verbose:
+            print(f"gpubp: backend {self.backend_reason}", file=sys.stderr)
+        self.rng = np.random.default_rng(seed)
+        if init not in ("scaled", "normal"):
+            raise InputError(f"init must be 'scaled' or 'normal', not {init!r}")
+        self.init = init
+        self.W, self.b = [None], [None]                 # W[l], b[l] for l = 1 … L, as in the equations
+        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
+            w = self.rng.standard_normal((n_in, n_out))
+            if init == "scaled":
+                w /= np.sqrt(n_in)
+            self.W.append(self.backend.asarray(w, self.dtype))
+            self.b.append(self.backend.asarray(self.rng.standard_normal(n_out), self.dtype))
+        self.vW, self.vb = None, None                   # momentum buffers, made on first use
+        self._workspaces = {}
+
+    # -- introspection ------------------------------------------------------
+    @property
+    def L(self) -> int:
+        """Number of weight layers."""
+        return len(self.sizes) - 1
+
+    @property
+    def weights(self):
+        return [self.backend.to_numpy(w).copy() for w in self.W[1:]]
+
+    @property
+    def biases(self):
+        return [self.backend.to_numpy(b).copy() for b in self.b[1:]]
+
+    def __repr__(self):
+        return (f"MLP({self.sizes}, loss={self.cost.name!r}, backend={self.backend.name!r}, "
+                f"dtype={self.dtype.name})")
+
+    def _workspace(self, B):
+        ws = self._workspaces.get(B)
+        if ws is None:
+            ws = self._workspaces[B] = _Workspace(self.backend, self.sizes, B, self.dtype)
+        return ws
+
+    def _load_batch(self, ws, X, y=None):
+        """Validate one user batch and copy it into the workspace."""
+        X = check_X(X, self.sizes[0])
+        ws.a[0][...] = self.backend.asarray(X, self.dtype)
+        if y is not None:
+            ws.y[...] = self.backend.asarray(check_targets(y, len(X), self.sizes[-1], self.dtype), self.dtype)
+
+    # -- the two phases of backprop ----------------------------------------
+    def _feedforward(self, ws):
+        """z_l = a_{l−1} W_l + b_l,  a_l = σ(z_l);  every a_l is kept for the backward pass."""
+        bk, a = self.backend, ws.a
+        for l in range(1, self.L + 1):
+            bk.matmul(a[l - 1], self.W[l], out=a[l])   # a[l] = a_{l−1} W_l
+            bk.bias_sigmoid(a[l], self.b[l])           # a[l] = σ(a[l] + b_l)
+        return a[self.L]
+
+    def _backpropagate(self, ws, loss=None):
+        """δ_L (BP1), then δ_l = (δ_{l+1} W_{l+1}ᵀ) ⊙ a_l(1 − a_l) (BP2) down to layer 1.
+
+        δ_L already carries the 1/B of the mean cost, so BP3/BP4 need no scale."""
+        bk, a, delta, L = self.backend, ws.a, ws.delta, self.L
+        bk.output_delta(self.cost, a[L], ws.y, delta[L], loss, scale=1.0 / ws.B)       # BP1
+        for l in range(L - 1, 0, -1):
+            bk.matmul(delta[l + 1], self.W[l + 1].T, out=delta[l])                     # δ_{l+1} W_{l+1}ᵀ
+            bk.sigmoid_delta(delta[l], a[l], delta[l])                                  # ⊙ a_l(1 − a_l)  (BP2)
+
+    # -- public API ----------------------------------------------------------
+    def forward(self, X):
+        """Output activations a_L for a batch X (n × sizes[0]), as an array of the backend."""
+        X = check_X(X, self.sizes[0])
+        out = self.backend.empty((len(X), self.sizes[-1]), self.dtype)
+        for start, stop, ws in self._chunks(len(X)):
+            ws.a[0][...] = self.backend.asarray(X[start:stop], self.dtype)
+            out[start:stop] = self._feedforward(ws)
+        return out
+
+    def backward(self, X, y) -> Gradients:
+        """∂C/∂W_l and ∂C/∂b_l of the mean batch cost (BP3, BP4), as NumPy copies.
+
+        X: B × sizes[0]; y: B integer labels or B × sizes[-1] targets.  The
+        model is not changed."""
+        ws = self._workspace(len(check_X(X, self.sizes[0])))
+        self._load_batch(ws, X, y)
+        self._feedforward(ws)
+        self._backpropagate(ws, loss=ws.loss)
+        dW, db = [], []
+        for l in range(1, self.L + 1):
+            dW_l = self.backend.empty(self.W[l].shape, self.dtype)
+            db_l = self.backend.empty(self.b[l].shape, self.dtype)
+            self.backend.weight_grad(ws.a[l - 1], ws.delta[l], dW_l, db_l)   # a_{l−1}ᵀ δ_l, Σ δ_l
+            dW.append(self.backend.to_numpy(dW_l))
+            db.append(self.backend.to_numpy(db_l))
+        return Gradients(dW, db, float(self.backend.to_numpy(ws.loss).mean()))
+
+    def step(self, X, y, lr, weight_decay=0.0, momentum=0.0):
+        """One mini-batch SGD step on (X, y); returns the batch's mean cost before the step."""
+        ws = self._workspace(len(check_X(X, self.sizes[0])))
+        self._load_batch(ws, X, y)
+        return self._train_step(ws, *self._check_hyper(lr, weight_decay, momentum))
+
+    def _check_hyper(self, lr, weight_decay, momentum):
+        eta = check_positive("lr", lr)
+        lmbda = check_positive("weight_decay", weight_decay, allow_zero=True)
+        mu = check_positive("momentum", momentum, allow_zero=True)
+        if mu >= 1:
+            raise InputError(f"momentum must be in [0, 1), got {momentum!r}")
+        if mu and self.vW is None:
+            self.vW = [None] + [self.backend.zeros(w.shape, self.dtype) for w in self.W[1:]]
+            self.vb = [None] + [self.backend.zeros(b.shape, self.dtype) for b in self.b[1:]]
+        return eta, lmbda, mu
+
+    def _train_step(self, ws, eta, lmbda, mu, with_loss=True):
+        """Feedforward, backpropagate, and update every layer (W_l −= η ∂C/∂W_l …)."""
+        self._feedforward(ws)
+        self._backpropagate(ws, loss=ws.loss if with_loss else None)
+        bk = self.backend
+        for l in range(1, self.L + 1):
+            vW, vb = (self.vW[l], self.vb[l]) if mu else (None, None)
+            bk.weight_grad_sgd(ws.a[l - 1], ws.delta[l], self.W[l], self.b[l], vW, vb,
+                               eta=eta, lmbda=lmbda, mu=mu)                        # BP3, BP4, SGD
+        if with_loss:
+            return float(ws.loss.mean())
+        return None
+
+    def fit(self, X, y, epochs=10, batch_size=10, lr=0.5, weight_decay=0.0, momentum=0.0,
+            shuffle=True, test_data=None, progress=None, callback=None) -> History:
+        """Mini-batch SGD for ``epochs`` passes over (X, y), shuffled every epoch.
+
+        test_data   optional (X_test, y_test) evaluated after each epoch
+        progress    True: a progress bar with the loss on stderr; None: only if stderr is a terminal
+        callback    called as callback(epoch, history) after each epoch; return False to stop
+        Raises TrainingDiverged, naming epoch and step, if the loss turns NaN/Inf.
+        """
+        X = check_X(X, self.sizes[0])
+        Y = check_targets(y, len(X), self.sizes[-1], self.dtype)
+        if test_data is not None:
+            Xt = check_X(test_data[0], self.sizes[0], "X_test")
+            check_targets(test_data[1], len(Xt), self.sizes[-1], self.dtype)
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+            raise InputError(f"epochs must be a positive integer, got {epochs!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        eta, lmbda, mu = self._check_hyper(lr, weight_decay, momentum)
+        bk, n = self.backend, len(X)
+        B = min(int(batch_size), n)
+        X, Y = bk.asarray(X, self.dtype), bk.asarray(Y, self.dtype)
+        steps = -(-n // B)
+        bar = Progress(epochs * steps, enabled=progress)
+        hist = History()
+        for epoch in range(1, int(epochs) + 1):
+            t0 = time.perf_counter()
+            order = self.rng.permutation(n) if shuffle else np.arange(n)
+            order = bk.asarray(order, np.int64)
+            total = 0.0
+            for k in range(steps):
+                idx = order[k * B:(k + 1) * B]
+                ws = self._workspace(len(idx))
+                bk.xp.take(X, idx, axis=0, out=ws.a[0])
+                bk.xp.take(Y, idx, axis=0, out=ws.y)
+                loss = self._train_step(ws, eta, lmbda, mu)
+                if not np.isfinite(loss):
+                    bar.close()
+                    raise TrainingDiverged(
+                        f"the training loss became {loss} at epoch {epoch}, step {k + 1} of {steps}; "
+                        f"lower the learning rate (lr={eta:g}) or check the data for extreme values")
+                total += loss * len(idx)
+                bar.update(f"epoch {epoch}/{epochs} loss {total / min(n, (k + 1) * B):.4f}")
+            hist.loss.append(total / n)
+            if test_data is not None:
+                ev = self.evaluate(*test_data)
+                hist.test_loss.append(ev["loss"])
+                hist.test_accuracy.append(ev["accuracy"])
+            hist.seconds.append(time.perf_counter() - t0)
+            bar.epoch_done(epoch, epochs, hist)
+            if callback is not None and callback(epoch, hist) is False:
+                break
+        bar.close()
+        return hist
+
+    def _chunks(self, n, chunk=1024):
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            yield start, stop, self._workspace(stop - start)
+
+    def predict(self, X) -> np.ndarray:
+        """Class labels: argmax of a_L, or a_L > ½ for a 1-unit output (NumPy int array)."""
+        a = self.backend.to_numpy(self.forward(X))
+        return (a[:, 0] > 0.5).astype(np.int64) if a.shape[1] == 1 else a.argmax(axis=1)
+
+    def evaluate(self, X, y) -> dict:
+        """{"loss": mean per-sample cost, "accuracy": fraction of correct labels, "n": samples}."""
+        X = check_X(X, self.sizes[0])
+        Y = check_targets(y, len(X), self.sizes[-1], self.dtype)
+        total, correct = 0.0, 0
+        for start, stop, ws in self._chunks(len(X)):
+            ws.a[0][...] = self.backend.asarray(X[start:stop], self.dtype)
+            ws.y[...] = self.backend.asarray(Y[start:stop], self.dtype)
+            aL = self._feedforward(ws)
+            self.backend.loss(self.cost, aL, ws.y, ws.loss)
+            total += float(self.backend.to_numpy(ws.loss).astype(np.float64).sum())
+            a, t = self.backend.to_numpy(aL), Y[start:stop]
+            if a.shape[1] == 1:
+                correct += int(((a[:, 0] > 0.5) == (t[:, 0] > 0.5)).sum())
+            else:
+                correct += int((a.argmax(axis=1) == t.argmax(axis=1)).sum())
+        return {"loss": total / len(X), "accuracy": correct / len(X), "n": len(X)}
+
+    # -- persistence -----------------------------------------------------------
+    def save(self, path):
+        """Write the model to ``path`` (.npz) atomically: a temp file in the same
+        folder, fsync'd, then renamed over ``path``, so a crash never leaves a
+        half-written model."""
+        path = os.fspath(path)
+        arrays = {"format": np.array(FORMAT), "version": np.array(FORMAT_VERSION),
+                  "sizes": np.array(self.sizes, dtype=np.int64), "loss": np.array(self.cost.name),
+                  "dtype": np.array(self.dtype.name), "init": np.array(self.init)}
+        for l in range(1, self.L + 1):
+            arrays[f"W{l}"] = self.backend.to_numpy(self.W[l])
+            arrays[f"b{l}"] = self.backend.to_numpy(self.b[l])
+            if self.vW is not None:
+                arrays[f"vW{l}"] = self.backend.to_numpy(self.vW[l])
+                arrays[f"vb{l}"] = self.backend.to_numpy(self.vb[l])
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".gpubp-", suffix=".npz.tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+
+    @classmethod
+    def load(cls, path, backend="auto", backend_options=None) -> "MLP":
+        """Read a model written by ``save``; checks the format and every shape."""
+        path = os.fspath(path)
+        try:
+            data = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise
+        except Exception as e:
+            raise InputError(f"{path} is not a gpubp model file (.npz): {e}") from None
+        with data:
+            if "format" not in data or str(data["format"]) != FORMAT:
+                raise InputError(f"{path} is not a gpubp model (no '{FORMAT}' format marker)")
+            if int(data["version"]) > FORMAT_VERSION:
+                raise InputError(f"{path} has format version {int(data['version'])}; this gpubp reads "
+                                 f"up to {FORMAT_VERSION}: upgrade gpubp")
+            sizes = [int(n) for n in data["sizes"]]
+            model = cls(sizes, loss=str(data["loss"]), backend=backend, dtype=str(data["dtype"]),
+                        init=str(data["init"]), backend_options=backend_options)
+            has_v = "vW1" in data
+            if has_v:
+                model.vW, model.vb = [None], [None]
+            for l in range(1, model.L + 1):
+                shapes = {f"W{l}": (sizes[l - 1], sizes[l]), f"b{l}": (sizes[l],)}
+                if has_v:
+                    shapes.update({f"vW{l}": shapes[f"W{l}"], f"vb{l}": shapes[f"b{l}"]})
+                for key, shape in shapes.items():
+                    if key not in data:
+                        raise InputError(f"{path}: missing array {key}; the file is truncated or not a gpubp model")
+                    arr = data[key]
+                    if arr.shape != shape:
+                        raise InputError(f"{path}: {key} has shape {arr.shape}, expected {shape} for sizes {sizes}")
+                    if not np.isfinite(arr).all():
+                        raise InputError(f"{path}: {key} contains NaN/Inf")
+                    target = {"W": model.W, "b": model.b, "vW": model.vW, "vb": model.vb}[key.rstrip("0123456789")]
+                    arr = model.backend.asarray(arr, model.dtype)
+                    if len(target) == l:
+                        target.append(arr)
+                    else:
+                        target[l] = arr
+        return model
+
+
+class Progress:
+    """A one-line progress bar on stderr (redrawn at most 10 times a second),
+    or one summary line per epoch when stderr is not a terminal."""
+
+    def __init__(self, total, enabled=None, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.enabled = self.tty if enabled is None else bool(enabled)
+        self.total, self.done, self.t0, self.last = total, 0, time.perf_counter(), 0.0
+
+    def update(self, text):
+        self.done += 1
+        if not (self.enabled and self.tty):
+            return
+        now = time.perf_counter()
+        if now - self.last < 0.1 and self.done < self.total:
+            return
+        self.last = now
+        frac = self.done / self.total
+        bar = "#" * int(30 * frac)
+        self.stream.write(f"\r[{bar:<30}] {100 * frac:5.1f}% {text} {now - self.t0:6.1f}s")
+        self.stream.flush()
+
+    def epoch_done(self, epoch, epochs, hist):
+        if not self.enabled:
+            return
+        line = f"epoch {epoch}/{epochs}: loss {hist.loss[-1]:.4f}"
+        if hist.test_accuracy:
+            line += f", test loss {hist.test_loss[-1]:.4f}, test accuracy {100 * hist.test_accuracy[-1]:.2f}%"
+        line += f" ({hist.seconds[-1]:.2f}s)"
+        self.stream.write(("\r\033[K" if self.tty else "") + line + "\n")
+        self.stream.flush()
+
+    def close(self):
+        if self.enabled and self.tty:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
