@@ -48,6 +48,12 @@ class ArrayBackend:
     def zeros(self, shape, dtype):
         return self.xp.zeros(shape, dtype=dtype)
 
+    def take_rows(self, X, idx, out):
+        """out = X[idx]: gather a mini-batch.  ``mode="clip"`` because NumPy's
+        default (``"raise"``) copies through a temporary; the indices come from
+        a permutation, so they are always in range."""
+        X.take(idx, axis=0, out=out, mode="clip")
+
     def synchronize(self):
         """Wait for queued device work (a no-op on the CPU)."""
 

@@ -200,6 +200,14 @@ class MLP:
             self.vb = [None] + [self.backend.zeros(b.shape, self.dtype) for b in self.b[1:]]
         return eta, lmbda, mu
 
+    def _train_on(self, X, Y, idx, eta, lmbda, mu):
+        """One step on the rows ``idx`` of the (validated, on-backend) data: gathered
+        into the workspace with ``take(out=)``, so nothing is allocated."""
+        ws = self._workspace(len(idx))
+        self.backend.take_rows(X, idx, out=ws.a[0])
+        self.backend.take_rows(Y, idx, out=ws.y)
+        return self._train_step(ws, eta, lmbda, mu)
+
     def _train_step(self, ws, eta, lmbda, mu, with_loss=True):
         """Feedforward, backpropagate, and update every layer (W_l −= η ∂C/∂W_l …)."""
         self._feedforward(ws)
@@ -238,17 +246,21 @@ class MLP:
         steps = -(-n // B)
         bar = Progress(epochs * steps, enabled=progress)
         hist = History()
-        for epoch in range(1, int(epochs) + 1):
+        with np.errstate(over="ignore", invalid="ignore"):   # a diverging loss is reported below, by name
+            self._fit_epochs(X, Y, int(epochs), B, steps, shuffle, eta, lmbda, mu, test_data, callback, bar, hist)
+        bar.close()
+        return hist
+
+    def _fit_epochs(self, X, Y, epochs, B, steps, shuffle, eta, lmbda, mu, test_data, callback, bar, hist):
+        bk, n = self.backend, len(X)
+        for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
             order = self.rng.permutation(n) if shuffle else np.arange(n)
             order = bk.asarray(order, np.int64)
             total = 0.0
             for k in range(steps):
                 idx = order[k * B:(k + 1) * B]
-                ws = self._workspace(len(idx))
-                bk.xp.take(X, idx, axis=0, out=ws.a[0])
-                bk.xp.take(Y, idx, axis=0, out=ws.y)
-                loss = self._train_step(ws, eta, lmbda, mu)
+                loss = self._train_on(X, Y, idx, eta, lmbda, mu)
                 if not np.isfinite(loss):
                     bar.close()
                     raise TrainingDiverged(
@@ -265,8 +277,6 @@ class MLP:
             bar.epoch_done(epoch, epochs, hist)
             if callback is not None and callback(epoch, hist) is False:
                 break
-        bar.close()
-        return hist
 
     def _chunks(self, n, chunk=1024):
         for start in range(0, n, chunk):

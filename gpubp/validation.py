@@ -77,17 +77,17 @@ def check_targets(y, n_samples: int, n_out: int, dtype) -> np.ndarray:
     if y.ndim == 1:
         if n_out == 1:
             if not np.isin(y, (0, 1)).all():
-                bad = y[~np.isin(y, (0, 1))][0]
-                raise InputError(f"a 1-unit output layer takes 0/1 labels; found {bad!r}")
+                bad = y[~np.isin(y, (0, 1))][0].item()
+                raise InputError(f"a 1-unit output layer takes 0/1 labels; found {bad}")
             return y.astype(dtype).reshape(n_samples, 1)
         if y.dtype.kind == "f" and not np.all(y == np.round(y)):
             raise InputError("y is 1-D with non-integer values; pass integer class labels in "
                              f"[0, {n_out}) or targets of shape (n_samples, {n_out})")
         lo, hi = y.min(), y.max()
         if lo < 0 or hi >= n_out:
-            bad = lo if lo < 0 else hi
+            bad = (lo if lo < 0 else hi).item()
             raise InputError(f"labels must be integers in [0, {n_out}) for a {n_out}-unit output layer; "
-                             f"found {bad!r} (at index {int(np.argmax(y == bad))}); relabel the classes or "
+                             f"found {bad} (at index {int(np.argmax(y == bad))}); relabel the classes or "
                              f"change sizes[-1]")
         targets = np.zeros((n_samples, n_out), dtype=dtype)
         targets[np.arange(n_samples), y.astype(np.intp)] = 1

@@ -1,0 +1,73 @@
+"""The gpubp command, run in-process and as `python -m gpubp`."""
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gpubp import MLP
+from gpubp.cli import main
+
+
+def test_train_digits_reaches_97_percent_and_saves(tmp_path, capsys):
+    path = tmp_path / "digits.npz"
+    assert main(["train", "--dataset", "digits", "--quiet", "--save", str(path)]) == 0
+    out = capsys.readouterr().out
+    acc = float(re.search(r"test accuracy ([\d.]+)%", out).group(1))
+    assert acc >= 97.0, out
+    assert "network [64, 64, 10], loss cross_entropy, backend auto: picked" in out
+    from gpubp import datasets
+    d = datasets.digits()
+    model = MLP.load(path, backend="numpy")
+    assert model.evaluate(d.X_test, d.y_test)["accuracy"] == pytest.approx(acc / 100, abs=1e-4)
+
+
+def test_train_user_npz(tmp_path, capsys, rng):
+    X = rng.random((200, 3))
+    y = (X[:, 0] + X[:, 1] > 1).astype(int)
+    np.savez(tmp_path / "xor.npz", X=X, y=y)
+    assert main(["train", "--dataset", str(tmp_path / "xor.npz"), "--epochs", "60", "--lr", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "network [3, 30, 1]" in out
+    assert float(re.search(r"test accuracy ([\d.]+)%", out).group(1)) >= 85
+
+
+def test_train_errors_are_one_line_with_the_fix(tmp_path, capsys):
+    assert main(["train", "--dataset", "cifar"]) == 2
+    assert "unknown data set 'cifar'; use 'digits', 'mnist5k'" in capsys.readouterr().err
+    np.savez(tmp_path / "bad.npz", A=np.zeros(3))
+    assert main(["train", "--dataset", str(tmp_path / "bad.npz")]) == 2
+    assert "needs X and y" in capsys.readouterr().err
+    assert main(["train", "--dataset", "digits", "--sizes", "10,5,10"]) == 2
+    assert "--sizes [10, 5, 10] does not fit the data: it has 64 features" in capsys.readouterr().err
+
+
+def test_missing_dataset_package_names_install_command(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "sklearn", None)           # as if scikit-learn were absent
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    assert main(["train", "--dataset", "digits"]) == 2
+    assert "pip install 'gpubp[datasets]'" in capsys.readouterr().err
+
+
+def test_train_stops_with_epoch_and_step_when_loss_turns_nan(capsys):
+    # an absurd learning rate overflows the weights into NaN within the first epochs
+    assert main(["train", "--dataset", "digits", "--lr", "1e38", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"the training loss became nan at epoch \d+, step \d+ of 144", err), err
+
+
+def test_gradcheck_command(capsys):
+    assert main(["gradcheck", "--sizes", "3,4,2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("PASS") == 2 and "loss=mse" in out and "loss=cross_entropy" in out
+    rel = [float(x) for x in re.findall(r"max relative error ([\d.e+-]+)", out)]
+    assert len(rel) == 2 and max(rel) < 1e-6
+
+
+def test_info_and_module_entry_point():
+    out = subprocess.run([sys.executable, "-m", "gpubp", "info"], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("gpubp 0.1.0")
+    assert "backend numpy: available" in out
+    assert re.search(r"backend cupy: (available|unavailable): ", out)
+    assert "backend='auto' picks: auto: picked" in out

@@ -1,0 +1,235 @@
+"""The MLP on the NumPy backend: forward is right, backward is right, SGD
+updates follow their formulas, training reaches real accuracy, a step
+allocates nothing."""
+import io
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from gpubp import MLP, gradcheck
+from gpubp.gradcheck import numerical_gradient
+from gpubp.testing import assert_close
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def reference_forward(Ws, bs, X):
+    a = np.asarray(X, np.float64)
+    for W, b in zip(Ws, bs):
+        a = sigmoid(a @ W.astype(np.float64) + b.astype(np.float64))
+    return a
+
+
+# -- forward is right ----------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sizes", [[3, 4, 2], [64, 64, 10], [5, 1], [7, 31, 17, 3]])
+def test_forward_matches_textbook_sigmoid(sizes, dtype, rng):
+    net = MLP(sizes, backend="numpy", dtype=dtype, seed=1)
+    X = rng.standard_normal((13, sizes[0]))
+    assert_close(net.forward(X), reference_forward(net.weights, net.biases, X), dtype, what="a_L")
+
+
+def test_sigmoid_saturates_without_overflow():
+    net = MLP([1, 1], backend="numpy", dtype=np.float32, seed=0)
+    net.W[1][...] = 1.0
+    net.b[1][...] = 0.0
+    with np.errstate(all="raise"):  # tanh form: no overflow warning for huge |z|
+        a = net.forward(np.array([[-1e4], [0.0], [1e4]]))
+    np.testing.assert_array_equal(a[:, 0], [0.0, 0.5, 1.0])
+
+
+# -- backward is right -------------------------------------------------------------
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+@pytest.mark.parametrize("sizes", [[3, 4, 2], [5, 7, 6, 3], [4, 1], [10, 8, 8, 4]])
+def test_gradcheck_every_weight_and_bias(sizes, loss):
+    result = gradcheck(sizes, loss=loss, seed=3)
+    assert result.passed, str(result)
+    assert {p.name for p in result.params} == {f"{k}{l}" for k in "Wb" for l in range(1, len(sizes))}
+    assert result.max_rel_error < 1e-6
+
+
+def test_backward_known_values_single_layer():
+    # one sigmoid unit, MSE: dC/dw = (a − y) a (1 − a) x, computed by hand
+    net = MLP([2, 1], loss="mse", backend="numpy", dtype=np.float64, seed=0)
+    net.W[1][...] = [[0.5], [-0.25]]
+    net.b[1][...] = [0.1]
+    x = np.array([[1.0, 2.0]])
+    a = sigmoid(0.5 - 0.5 + 0.1)
+    g = net.backward(x, np.array([[1.0]]))
+    d = (a - 1.0) * a * (1 - a)
+    np.testing.assert_allclose(g.dW[0], [[d * 1.0], [d * 2.0]], rtol=1e-12)
+    np.testing.assert_allclose(g.db[0], [d], rtol=1e-12)
+    assert g.loss == pytest.approx(0.5 * (a - 1.0) ** 2, rel=1e-12)
+
+
+def test_backward_is_mean_over_batch_of_per_sample_gradients(rng):
+    net = MLP([4, 5, 3], loss="cross_entropy", backend="numpy", dtype=np.float64, seed=2)
+    X, y = rng.standard_normal((6, 4)), rng.integers(0, 3, 6)
+    batch = net.backward(X, y)
+    singles = [net.backward(X[i:i + 1], y[i:i + 1]) for i in range(6)]
+    for l in range(2):
+        assert_close(batch.dW[l], np.mean([s.dW[l] for s in singles], axis=0), np.float64, what=f"dW{l + 1}")
+        assert_close(batch.db[l], np.mean([s.db[l] for s in singles], axis=0), np.float64, what=f"db{l + 1}")
+
+
+# -- SGD updates ---------------------------------------------------------------------
+def test_step_applies_momentum_and_weight_decay_formula(rng):
+    net = MLP([4, 6, 3], loss="mse", backend="numpy", dtype=np.float64, seed=5)
+    X, y = rng.standard_normal((8, 4)), rng.integers(0, 3, 8)
+    eta, lmbda, mu = 0.3, 0.01, 0.9
+    W, b = net.weights, net.biases
+    vW = [np.zeros_like(w) for w in W]
+    vb = [np.zeros_like(x) for x in b]
+    for _ in range(3):  # three steps so the velocity matters
+        g = net.backward(X, y)
+        for l in range(2):
+            vW[l] = mu * vW[l] + g.dW[l] + lmbda * W[l]
+            vb[l] = mu * vb[l] + g.db[l]
+            W[l] = W[l] - eta * vW[l]
+            b[l] = b[l] - eta * vb[l]
+        net.step(X, y, lr=eta, weight_decay=lmbda, momentum=mu)
+        for l in range(2):
+            assert_close(net.weights[l], W[l], np.float64, what=f"W{l + 1}")
+            assert_close(net.biases[l], b[l], np.float64, what=f"b{l + 1}")
+
+
+def test_plain_sgd_step_is_w_minus_eta_grad(rng):
+    net = MLP([3, 5, 2], loss="cross_entropy", backend="numpy", dtype=np.float64, seed=6)
+    X, y = rng.standard_normal((4, 3)), rng.integers(0, 2, 4)
+    W0, b0, g = net.weights, net.biases, net.backward(X, y)
+    loss = net.step(X, y, lr=0.7)
+    assert loss == pytest.approx(g.loss, rel=1e-12)
+    for l in range(2):
+        assert_close(net.weights[l], W0[l] - 0.7 * g.dW[l], np.float64)
+        assert_close(net.biases[l], b0[l] - 0.7 * g.db[l], np.float64)
+
+
+def test_step_allocates_nothing():
+    """With NumPy's ufunc iterator buffer shrunk to 16 elements (it is a fixed
+    internal scratch, up to 8192 elements, that broadcasting ufuncs take even
+    in place), a steady-state step's peak extra memory stays under 4 KiB
+    (Python's own small objects) for a net whose every weight, activation and
+    delta array is larger than that (the smallest, B × 10 floats, is 5 KiB):
+    no array is allocated, and nothing is kept."""
+    old = np.setbufsize(16)
+    try:
+        for loss in ("mse", "cross_entropy"):
+            net = MLP([784, 256, 128, 10], loss=loss, backend="numpy", seed=0)
+            r = np.random.default_rng(0)
+            X = net.backend.asarray(r.random((500, 784)), net.dtype)
+            Y = net.backend.asarray(np.eye(10)[r.integers(0, 10, 500)], net.dtype)
+            idx = r.permutation(500)[:128]
+            for mu, lmbda in ((0.0, 0.0), (0.9, 1e-3)):
+                hyper = net._check_hyper(0.1, lmbda, mu)
+                net._train_on(X, Y, idx, *hyper)  # warm: workspaces and scratch now exist
+                tracemalloc.start()
+                try:
+                    tracemalloc.reset_peak()
+                    base = tracemalloc.get_traced_memory()[0]
+                    for _ in range(3):
+                        net._train_on(X, Y, idx, *hyper)
+                    current, peak = tracemalloc.get_traced_memory()
+                finally:
+                    tracemalloc.stop()
+                assert peak - base < 4096, f"{loss} mu={mu}: a step allocated {peak - base} bytes"
+                assert current - base < 256
+    finally:
+        np.setbufsize(old)
+
+
+# -- training reaches real accuracy ---------------------------------------------------
+def test_fit_digits_reaches_97_percent():
+    from gpubp import datasets
+    d = datasets.digits()
+    net = MLP([64, 64, 10], loss="cross_entropy", backend="numpy", seed=0)
+    hist = net.fit(d.X_train, d.y_train, epochs=30, batch_size=10, lr=1.0,
+                   test_data=(d.X_test, d.y_test), progress=False)
+    acc = net.evaluate(d.X_test, d.y_test)["accuracy"]
+    assert acc >= 0.97, f"digits test accuracy {acc:.4f}"
+    assert hist.test_accuracy[-1] == acc
+    assert hist.loss[-1] < hist.loss[0] / 5
+    assert np.mean(net.predict(d.X_test) == d.y_test) == acc
+
+
+def test_fit_mnist5k_classic_net_reaches_90_percent():
+    from gpubp import datasets
+    d = datasets.mnist5k()
+    assert d.X_train.shape == (4000, 784) and d.X_test.shape == (1000, 784)
+    net = MLP([784, 30, 10], loss="cross_entropy", backend="numpy", seed=0)
+    net.fit(d.X_train, d.y_train, epochs=30, batch_size=10, lr=0.5, progress=False)
+    acc = net.evaluate(d.X_test, d.y_test)["accuracy"]
+    assert acc >= 0.90, f"mnist5k held-out accuracy {acc:.4f}"
+
+
+def test_fit_is_reproducible_with_seed(rng):
+    X, y = rng.random((50, 6)), rng.integers(0, 3, 50)
+    runs = []
+    for _ in range(2):
+        net = MLP([6, 8, 3], backend="numpy", seed=42)
+        net.fit(X, y, epochs=3, batch_size=7, lr=0.5, momentum=0.5, progress=False)
+        runs.append(net.weights[0])
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_fit_stops_on_nan_loss_naming_epoch_and_step(rng):
+    from gpubp import TrainingDiverged
+    net = MLP([4, 3, 2], loss="mse", backend="numpy", seed=0)
+    X, y = rng.random((20, 4)), rng.integers(0, 2, 20)
+
+    def poison(epoch, hist):
+        net.W[1][0, 0] = np.nan   # as a blown-up weight would be
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 1 of 4"):
+        net.fit(X, y, epochs=3, batch_size=5, lr=0.1, shuffle=False, progress=False, callback=poison)
+
+
+def test_fit_progress_bar_shows_loss(rng):
+    from gpubp.mlp import Progress
+
+    class TTY(io.StringIO):
+        def isatty(self):
+            return True
+    out = TTY()
+    bar = Progress(4, enabled=True, stream=out)
+    for k in range(4):
+        bar.update(f"epoch 1/1 loss {0.5 - k / 10:.4f}")
+    text = out.getvalue()
+    assert "100.0%" in text and "loss 0.2000" in text and "[######" in text
+
+
+def test_fit_prints_epoch_lines_when_asked(rng, capsys):
+    X, y = rng.random((30, 4)), rng.integers(0, 2, 30)
+    net = MLP([4, 3, 2], backend="numpy", seed=0)
+    net.fit(X, y, epochs=2, batch_size=10, lr=0.5, test_data=(X, y), progress=True)
+    err = capsys.readouterr().err
+    assert "epoch 1/2: loss" in err and "epoch 2/2" in err and "test accuracy" in err
+
+
+# -- initialisation and backend choice ---------------------------------------------------
+def test_initialisation_scales():
+    scaled = MLP([400, 300, 10], init="scaled", backend="numpy", seed=0, dtype=np.float64)
+    normal = MLP([400, 300, 10], init="normal", backend="numpy", seed=0, dtype=np.float64)
+    assert scaled.weights[0].std() == pytest.approx(1 / np.sqrt(400), rel=0.02)
+    assert normal.weights[0].std() == pytest.approx(1.0, rel=0.02)
+    assert normal.biases[0].std() == pytest.approx(1.0, rel=0.2)
+    assert scaled.weights[0].dtype == np.float64 and MLP([2, 2], backend="numpy").weights[0].dtype == np.float32
+
+
+def test_auto_backend_says_what_it_picked():
+    from gpubp.backend import cuda_status
+    net = MLP([2, 2], backend="auto")
+    ok, why = cuda_status()
+    assert net.backend.name == ("cupy" if ok else "numpy")
+    assert net.backend_reason.startswith(f"auto: picked {net.backend.name}") and why in net.backend_reason
+
+
+def test_numerical_gradient_helper_matches_known_derivative():
+    # C(b) for one unit with zero weights: a = σ(b), C = ½(a − 1)²; dC/db = (a − 1) a (1 − a)
+    net = MLP([1, 1], loss="mse", backend="numpy", dtype=np.float64, seed=0)
+    net.W[1][...] = 0.0
+    net.b[1][...] = 0.3
+    _, db = numerical_gradient(net, np.zeros((1, 1)), np.ones((1, 1)))
+    a = sigmoid(0.3)
+    assert db[0][0] == pytest.approx((a - 1) * a * (1 - a), rel=1e-8)
