@@ -96,7 +96,7 @@ def cmd_info(args) -> int:
         pass
     try:
         from . import nvrtc
-        print(f"NVRTC {nvrtc.version_string()} (kernels compile for {', '.join(nvrtc.ARCHS)})")
+        print(f"NVRTC {'.'.join(map(str, nvrtc.version()))} from {nvrtc.library_path()} (kernels compile for {', '.join(nvrtc.ARCHS)})")
     except Exception as e:
         print(f"NVRTC: unavailable: {e}")
     from .backend import get_backend
