@@ -1,0 +1,95 @@
+"""The kernel backends: GEMMs on ``xp.matmul`` (cuBLAS on a GPU, BLAS under
+the emulator), everything else through the hand-written kernels of
+``kernels/*.cu``, launched by ``gpubp.launchers``.
+
+    emulated   NumPy arrays; the kernels run on the emulated CUDA device (the
+               exact .cu source compiled for the CPU, every CUDA thread a fiber:
+               for stepping through and editing kernels, not for speed)
+    cupy       CuPy arrays; the kernels compiled by cupy.RawModule (NVRTC)
+
+Options:
+    fused_update=True     weight gradient, bias gradient and SGD update in one
+                          kernel (dW never reaches memory); False: gradient
+                          kernel, then the update as array expressions
+    cublas_weight_grad=False  dW = a_prevᵀ δ by cuBLAS (xp.matmul) and db by a
+                          reduction instead of our kernel, for comparison
+    naive=False           the plain version of every kernel
+    defines=None          tunables injected as -D (e.g. {"WG_TILE": 32})
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import launchers
+from .backend import ArrayBackend
+
+
+class KernelBackend(ArrayBackend):
+    def __init__(self, name, xp, kernels, *, fused_update=True, cublas_weight_grad=False, naive=False):
+        super().__init__(xp)
+        self.name = name
+        self.ks = kernels
+        self.fused_update = bool(fused_update)
+        self.cublas_weight_grad = bool(cublas_weight_grad)
+        self.naive = bool(naive)
+
+    def __repr__(self):
+        opts = [k for k in ("fused_update", "cublas_weight_grad", "naive") if getattr(self, k)]
+        return f"<gpubp backend {self.name!r} {' '.join(opts)}>"
+
+    @classmethod
+    def create(cls, name, *, defines=None, **options):
+        from . import kernels
+        if name == "emulated":
+            return cls("emulated", np, kernels.emulated_kernels(defines), **options)
+        if name == "cupy":
+            ks = kernels.cupy_kernels(defines)   # raises DeviceUnavailable with the reason and the fix
+            import cupy
+            return CupyBackend("cupy", cupy, ks, **options)
+        raise ValueError(f"no kernel backend {name!r}; use 'emulated' or 'cupy'")
+
+    # -- feedforward ---------------------------------------------------------
+    def bias_sigmoid(self, z, b):
+        launchers.bias_sigmoid(self.ks, z, b, naive=self.naive)
+
+    # -- backward --------------------------------------------------------------
+    def output_delta(self, cost, a, y, delta, loss=None, scale=1.0):
+        launchers.output_delta(self.ks, self._kind(cost), a, y, delta, loss, scale=scale, naive=self.naive)
+
+    def loss(self, cost, a, y, loss):
+        delta = self._scratch(a.shape, a.dtype, 0)     # the kernel writes δ too; it is discarded
+        launchers.output_delta(self.ks, self._kind(cost), a, y, delta, loss, naive=self.naive)
+
+    def sigmoid_delta(self, g, a, delta):
+        launchers.sigmoid_delta(self.ks, g, a, delta, naive=self.naive)
+
+    def weight_grad(self, a_prev, delta, dW, db, scale=1.0):
+        if self.cublas_weight_grad:
+            return super().weight_grad(a_prev, delta, dW, db, scale)
+        launchers.weight_grad(self.ks, a_prev, delta, dW, db, scale=scale, naive=self.naive)
+
+    def weight_grad_sgd(self, a_prev, delta, W, b, vW=None, vb=None, *, scale=1.0, eta, lmbda=0.0, mu=0.0):
+        if not self.fused_update or self.cublas_weight_grad:
+            return super().weight_grad_sgd(a_prev, delta, W, b, vW, vb, scale=scale, eta=eta, lmbda=lmbda, mu=mu)
+        launchers.weight_grad_sgd(self.ks, a_prev, delta, W, b, vW, vb, scale=scale, eta=eta, lmbda=lmbda, mu=mu,
+                                  naive=self.naive)
+
+    @staticmethod
+    def _kind(cost):
+        if cost.name not in launchers.OUTPUT_DELTA_KINDS:
+            raise ValueError(f"the kernels implement the costs {sorted(launchers.OUTPUT_DELTA_KINDS)}, "
+                             f"not {cost.name!r}; use backend='numpy' for a custom cost")
+        return cost.name
+
+
+class CupyBackend(KernelBackend):
+    """CuPy arrays on the current device: host transfers and stream sync."""
+
+    def to_numpy(self, x) -> np.ndarray:
+        return x.get() if hasattr(x, "get") else np.asarray(x)
+
+    def take_rows(self, X, idx, out):
+        self.xp.take(X, idx, axis=0, out=out)   # CuPy's take has no mode and makes no temporary
+
+    def synchronize(self):
+        self.xp.cuda.get_current_stream().synchronize()

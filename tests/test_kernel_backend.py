@@ -1,0 +1,92 @@
+"""The MLP's GPU path (the kernel backend) against the NumPy backend.
+
+On the emulated device the exact kernel source runs on the CPU through the
+same launchers and backend the CuPy path uses; the ``gpu`` variants run the
+very same tests on a real device and skip without one."""
+import numpy as np
+import pytest
+
+from gpubp import MLP
+from gpubp.backend import cuda_status
+from gpubp.testing import assert_close
+
+DEVICES = ["emulated", pytest.param("cupy", marks=pytest.mark.gpu)]
+OPTIONS = {"fused": {}, "unfused": {"fused_update": False}, "naive": {"naive": True},
+           "cublas_dW": {"cublas_weight_grad": True}}
+
+
+def need(device):
+    if device == "cupy":
+        ok, why = cuda_status()
+        if not ok:
+            pytest.skip(f"no CUDA device: {why}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("option", list(OPTIONS))
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+@pytest.mark.parametrize("momentum, weight_decay", [(0.0, 0.0), (0.9, 1e-3)])
+def test_fit_matches_numpy_after_20_steps(device, option, loss, momentum, weight_decay):
+    need(device)
+    rng = np.random.default_rng(7)
+    X, y = rng.random((100, 13)), rng.integers(0, 5, 100)     # 100 samples, batch 10, 2 epochs: 20 steps
+    nets = [MLP([13, 17, 9, 5], loss=loss, backend=b, seed=3, backend_options=o)
+            for b, o in (("numpy", None), (device, OPTIONS[option]))]
+    hists = [n.fit(X, y, epochs=2, batch_size=10, lr=0.8, momentum=momentum, weight_decay=weight_decay,
+                   progress=False) for n in nets]
+    ref, emu = nets
+    for l in range(3):
+        assert_close(emu.weights[l], ref.weights[l], np.float32, what=f"W{l + 1} after 20 steps")
+        assert_close(emu.biases[l], ref.biases[l], np.float32, what=f"b{l + 1} after 20 steps")
+    np.testing.assert_allclose(hists[1].loss, hists[0].loss, rtol=1e-5)
+    assert hists[0].loss[1] < hists[0].loss[0]       # it trained
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_backward_and_evaluate_match_numpy_float64(device, loss):
+    need(device)
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((31, 7)), rng.integers(0, 3, 31)
+    ref = MLP([7, 65, 3], loss=loss, backend="numpy", dtype=np.float64, seed=2)
+    dev = MLP([7, 65, 3], loss=loss, backend=device, dtype=np.float64, seed=2)
+    g_ref, g_dev = ref.backward(X, y), dev.backward(X, y)
+    for l in range(2):
+        assert_close(g_dev.dW[l], g_ref.dW[l], np.float64, what=f"dW{l + 1}")
+        assert_close(g_dev.db[l], g_ref.db[l], np.float64, what=f"db{l + 1}")
+    assert g_dev.loss == pytest.approx(g_ref.loss, rel=1e-12)
+    e_ref, e_dev = ref.evaluate(X, y), dev.evaluate(X, y)
+    assert e_dev["loss"] == pytest.approx(e_ref["loss"], rel=1e-12) and e_dev["accuracy"] == e_ref["accuracy"]
+
+
+def test_gradcheck_on_the_emulated_device():
+    from gpubp import gradcheck
+    for loss in ("mse", "cross_entropy"):
+        result = gradcheck([4, 6, 3], loss=loss, backend="emulated")
+        assert result.passed, str(result)
+
+
+def test_emulated_training_reaches_digits_accuracy():
+    from gpubp import datasets
+    d = datasets.digits()
+    net = MLP([64, 64, 10], loss="cross_entropy", backend="emulated", seed=0)
+    net.fit(d.X_train, d.y_train, epochs=6, batch_size=32, lr=2.0, progress=False)
+    assert net.evaluate(d.X_test, d.y_test)["accuracy"] >= 0.93
+
+
+def test_cupy_backend_without_device_says_why():
+    ok, why = cuda_status()
+    if ok:
+        pytest.skip("a CUDA device is present")
+    from gpubp.kernels import DeviceUnavailable
+    with pytest.raises(DeviceUnavailable, match="CuPy|CUDA"):
+        MLP([2, 2], backend="cupy")
+
+
+def test_custom_cost_is_refused_by_kernels():
+    class Hinge:
+        name = "hinge"
+        fn = delta = staticmethod(lambda *a: None)
+    net = MLP([2, 2], loss=Hinge, backend="emulated")
+    with pytest.raises(ValueError, match="kernels implement the costs .* not 'hinge'"):
+        net.step(np.zeros((1, 2)), np.array([[0.0, 1.0]]), lr=0.1)
