@@ -55,8 +55,10 @@ class ArrayBackend:
     def synchronize(self):
         """Wait for queued device work (a no-op on the CPU)."""
 
-    def _scratch(self, shape, dtype, k=0):
-        key = (tuple(shape), np.dtype(dtype), k)
+    def _scratch(self, shape, dtype, role):
+        """A scratch array per (shape, dtype, role): arrays of different roles
+        never alias, even when their shapes happen to agree."""
+        key = (tuple(shape), np.dtype(dtype), role)
         t = self._scratch_arrays.get(key)
         if t is None:
             t = self._scratch_arrays[key] = self.xp.empty(shape, dtype=dtype)
@@ -80,20 +82,20 @@ class ArrayBackend:
     # -- backward ------------------------------------------------------------
     def output_delta(self, cost, a, y, delta, loss=None, scale=1.0):
         """delta = scale · δ_L(a, y) for ``cost``; loss[r] = per-sample cost (if given)."""
-        tmp = self._scratch(a.shape, a.dtype, 0)
+        tmp = self._scratch(a.shape, a.dtype, "tmp")
         if loss is not None:
-            cost.fn(a, y, loss, tmp, self._scratch(a.shape, a.dtype, 1))
+            cost.fn(a, y, loss, tmp, self._scratch(a.shape, a.dtype, "tmp2"))
         cost.delta(a, y, delta, tmp)
         if scale != 1.0:
             delta *= scale
 
     def loss(self, cost, a, y, loss):
         """loss[r] = per-sample cost of row r (no delta)."""
-        cost.fn(a, y, loss, self._scratch(a.shape, a.dtype, 0), self._scratch(a.shape, a.dtype, 1))
+        cost.fn(a, y, loss, self._scratch(a.shape, a.dtype, "tmp"), self._scratch(a.shape, a.dtype, "tmp2"))
 
     def sigmoid_delta(self, g, a, delta):
         """delta = g ⊙ a ⊙ (1 − a)   (σ'(z) = a(1 − a); delta may be g)."""
-        sp = self._scratch(a.shape, a.dtype, 0)
+        sp = self._scratch(a.shape, a.dtype, "tmp")
         self.xp.subtract(1, a, out=sp)
         sp *= a
         self.xp.multiply(g, sp, out=delta)
@@ -101,7 +103,7 @@ class ArrayBackend:
     def weight_grad(self, a_prev, delta, dW, db, scale=1.0):
         """dW = scale · a_prevᵀ δ  (the sum over the batch of outer products),
         db = scale · Σ_batch δ."""
-        self.matmul(a_prev.T, delta, out=dW)
+        self.xp.matmul(a_prev.T, delta, out=dW)
         self.xp.sum(delta, axis=0, out=db)
         if scale != 1.0:
             dW *= scale
@@ -115,11 +117,11 @@ class ArrayBackend:
 
         ``dW``/``db`` are used as scratch and left changed.
         """
-        tmpW = self._scratch(W.shape, W.dtype, 2)
+        tmpW = self._scratch(W.shape, W.dtype, "update")
         if lmbda:
             self.xp.multiply(W, lmbda, out=tmpW)
             dW += tmpW
-        for p, g, v, tmp in ((W, dW, vW, tmpW), (b, db, vb, self._scratch(b.shape, b.dtype, 2))):
+        for p, g, v, tmp in ((W, dW, vW, tmpW), (b, db, vb, self._scratch(b.shape, b.dtype, "update"))):
             if v is not None:
                 v *= mu
                 v += g
@@ -130,42 +132,31 @@ class ArrayBackend:
     def weight_grad_sgd(self, a_prev, delta, W, b, vW=None, vb=None, *, scale=1.0, eta, lmbda=0.0, mu=0.0):
         """The weight gradient and the SGD update of one layer (fused on GPU
         backends, so dW is never written to memory; two steps here)."""
-        dW = self._scratch(W.shape, W.dtype, 3)
-        db = self._scratch(b.shape, b.dtype, 3)
+        dW = self._scratch(W.shape, W.dtype, "dW")
+        db = self._scratch(b.shape, b.dtype, "db")
         self.weight_grad(a_prev, delta, dW, db, scale)
         self.sgd_update(W, b, dW, db, vW, vb, eta=eta, lmbda=lmbda, mu=mu)
 
 
 class NumpyBackend(ArrayBackend):
-    """The ops on NumPy, with the SGD update fused into the weight-gradient
-    GEMM through BLAS (``scipy.linalg.blas``), the CPU twin of the fused CUDA
-    kernel: ``gemm`` computes C ← α·op(A)·op(B) + β·C, so
+    """The ops on NumPy arrays, tuned for the CPU.
 
-        W ← (1 − ηλ)·W − η·scale·a_prevᵀ δ        is one gemm with C = W, β = 1 − ηλ
-        v ← μ·v + scale·a_prevᵀ δ                  is one gemm with C = v, β = μ
+    The weight update is W ← W − a_prevᵀ(η·δ): δ (B × n_out) is scaled before
+    the GEMM instead of dW (n_in × n_out) after it, which saves a temporary
+    and a pass over W when B < n_in, as it is for every layer fed by the
+    input.
 
-    and dW never exists.  NumPy's matmul has no β, which would cost a
-    temporary and two more passes over W per layer.  Arrays are C-ordered; BLAS
-    is Fortran-ordered, so every operand is passed transposed (a free view):
-    Wᵀ ← β·Wᵀ + α·δᵀ·a_prev.
+    Every product goes through NumPy's own BLAS.  (SciPy's BLAS could add the
+    update to W inside the GEMM, via gemm's β, but SciPy's wheel bundles a
+    second OpenBLAS, and two OpenBLAS thread pools used in turn spin against
+    each other: one 128×784×256 sgemm of each, alternated, took 18 ms a pair
+    against 1 ms.)
     """
 
     name = "numpy"
 
     def __init__(self):
         super().__init__(np)
-        from scipy.linalg import blas
-        self._gemm = {np.dtype(np.float32): blas.sgemm, np.dtype(np.float64): blas.dgemm}
-        self._axpy = {np.dtype(np.float32): blas.saxpy, np.dtype(np.float64): blas.daxpy}
-
-    def matmul(self, a, b, out):
-        """out = a @ b as one BLAS gemm on Fortran views: outᵀ = bᵀ aᵀ.
-
-        Every GEMM of the NumPy backend goes through SciPy's BLAS, never
-        NumPy's: the two wheels bundle separate OpenBLAS builds whose thread
-        pools, used in turn, spin against each other (a step ran 10x slower)."""
-        (A, ta), (B, tb) = _blas_operand(b), _blas_operand(a)
-        _into(out, self._gemm[out.dtype](1.0, A, B, c=out.T, trans_a=ta, trans_b=tb, overwrite_c=1))
 
     def take_rows(self, X, idx, out):
         """out = X[idx].  ``mode="clip"`` because NumPy's default (``"raise"``)
@@ -174,40 +165,18 @@ class NumpyBackend(ArrayBackend):
         X.take(idx, axis=0, out=out, mode="clip")
 
     def weight_grad_sgd(self, a_prev, delta, W, b, vW=None, vb=None, *, scale=1.0, eta, lmbda=0.0, mu=0.0):
-        gemm = self._gemm[W.dtype]
-        db = self._scratch(b.shape, b.dtype, 3)
-        np.sum(delta, axis=0, out=db)                                    # Σ_batch δ
-        if vW is None:
-            # W ← W − η(g + λW) = (1 − ηλ) W − η·scale·a_prevᵀ δ
-            _into(W, gemm(-eta * scale, delta.T, a_prev.T, beta=1.0 - eta * lmbda, c=W.T, trans_b=1, overwrite_c=1))
-            db *= eta * scale
-            b -= db
-            return
-        # v ← μ v + scale·a_prevᵀ δ + λW;   W ← W − η v
-        _into(vW, gemm(scale, delta.T, a_prev.T, beta=mu, c=vW.T, trans_b=1, overwrite_c=1))
-        axpy = self._axpy[W.dtype]
-        w, v = W.reshape(-1), vW.reshape(-1)
+        if vW is not None:
+            return super().weight_grad_sgd(a_prev, delta, W, b, vW, vb, scale=scale, eta=eta, lmbda=lmbda, mu=mu)
+        dW = self._scratch(W.shape, W.dtype, "dW")
+        db = self._scratch(b.shape, b.dtype, "db")
+        eta_delta = self._scratch(delta.shape, delta.dtype, "eta_delta")
+        np.multiply(delta, eta * scale, out=eta_delta)     # η·δ
+        np.matmul(a_prev.T, eta_delta, out=dW)             # η·∂C/∂W = a_prevᵀ (η δ)
+        np.sum(eta_delta, axis=0, out=db)                  # η·∂C/∂b
         if lmbda:
-            _into(vW, axpy(w, v, a=lmbda))
-        _into(W, axpy(v, w, a=-eta))
-        vb *= mu
-        db *= scale
-        vb += db
-        _into(b, axpy(vb, b, a=-eta))
-
-
-def _blas_operand(x):
-    """(array, trans) such that BLAS reads xᵀ without a copy: a C-ordered x is
-    a Fortran-ordered xᵀ; a transposed view (Fortran-ordered) is read with trans."""
-    return (x.T, 0) if x.flags.c_contiguous else (x, 1)
-
-
-def _into(target, result):
-    """BLAS wrappers update their output in place when it is contiguous and of
-    the right dtype (always so here); should one ever hand back a copy, keep
-    the result rather than lose the update."""
-    if not np.may_share_memory(target, result):
-        target[...] = result.reshape(target.shape[::-1]).T if result.ndim == 2 else result.reshape(target.shape)
+            W *= 1.0 - eta * lmbda                    # W − η(∂C/∂W + λW) = (1 − ηλ)W − η ∂C/∂W
+        W -= dW
+        b -= db
 
 
 def cuda_status() -> tuple[bool, str]:

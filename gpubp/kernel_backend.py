@@ -57,7 +57,7 @@ class KernelBackend(ArrayBackend):
         launchers.output_delta(self.ks, self._kind(cost), a, y, delta, loss, scale=scale, naive=self.naive)
 
     def loss(self, cost, a, y, loss):
-        delta = self._scratch(a.shape, a.dtype, 0)     # the kernel writes δ too; it is discarded
+        delta = self._scratch(a.shape, a.dtype, "delta")     # the kernel writes δ too; it is discarded
         launchers.output_delta(self.ks, self._kind(cost), a, y, delta, loss, naive=self.naive)
 
     def sigmoid_delta(self, g, a, delta):

@@ -96,13 +96,14 @@ def test_step_applies_momentum_and_weight_decay_formula(rng):
             assert_close(net.biases[l], b[l], np.float64, what=f"b{l + 1}")
 
 
-def test_plain_sgd_step_is_w_minus_eta_grad(rng):
-    net = MLP([3, 5, 2], loss="cross_entropy", backend="numpy", dtype=np.float64, seed=6)
-    X, y = rng.standard_normal((4, 3)), rng.integers(0, 2, 4)
+@pytest.mark.parametrize("sizes", [[3, 5, 2], [4, 5, 4, 2]])  # 2nd: batch = a layer's fan-in, so W and δ shapes agree
+def test_plain_sgd_step_is_w_minus_eta_grad(rng, sizes):
+    net = MLP(sizes, loss="cross_entropy", backend="numpy", dtype=np.float64, seed=6)
+    X, y = rng.standard_normal((4, sizes[0])), rng.integers(0, 2, 4)
     W0, b0, g = net.weights, net.biases, net.backward(X, y)
     loss = net.step(X, y, lr=0.7)
     assert loss == pytest.approx(g.loss, rel=1e-12)
-    for l in range(2):
+    for l in range(len(sizes) - 1):
         assert_close(net.weights[l], W0[l] - 0.7 * g.dW[l], np.float64)
         assert_close(net.biases[l], b0[l] - 0.7 * g.db[l], np.float64)
 
