@@ -104,6 +104,30 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from . import bench
+    from .backend import cuda_status
+
+    ok, why = cuda_status()
+    backends = [b for b in args.backend.split(",") if b] if args.backend else None
+    nets = bench.parse_sizes(args.sizes) if args.sizes else None
+    groups = [g for g in args.groups.split(",") if g]
+    print(f"gpubp {__version__} benchmark suite{' (quick)' if args.quick else ''}")
+    print(f"GPU: {why}" if ok else f"GPU columns are empty: {why}")
+    t0 = time.perf_counter()
+    report = bench.run(backends=backends, nets=nets, quick=args.quick, groups=groups)
+    print()
+    print(bench.format_table(report))
+    print()
+    for line in bench.summary(report):
+        print(line)
+    paths = bench.write(report, args.out)
+    print(f"\nwrote {', '.join(v for k, v in paths.items() if k != 'note')} in {time.perf_counter() - t0:.0f}s")
+    if "note" in paths:
+        print(paths["note"])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gpubp", description="Backpropagation for sigmoid MLPs on NumPy and CUDA.")
     p.add_argument("--version", action="version", version=f"gpubp {__version__}")
@@ -132,6 +156,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--backend", default="numpy", choices=["numpy", "emulated"])
     g.set_defaults(func=cmd_gradcheck)
+
+    b = sub.add_parser("bench", help="the benchmark suite: CPU against GPU, kernels against unfused, steps against the GEMM floor")
+    b.add_argument("--backend", help="comma-separated gpubp backends to time (default: numpy, and cupy if a GPU answers)")
+    b.add_argument("--sizes", help="nets as 'w0,w1,...:batch' separated by ';' (default: "
+                   "784,30,10:10;784,256,256,10:128;784,1024,1024,10:512)")
+    b.add_argument("--groups", default="step,kernel,e2e", help="which groups of cases (default: all)")
+    b.add_argument("--quick", action="store_true", help="shorter timing (about a minute on 2 CPU cores)")
+    b.add_argument("--out", default="bench-out", help="folder for bench.json, bench.md, bench.png (default: bench-out)")
+    b.set_defaults(func=cmd_bench)
 
     i = sub.add_parser("info", help="version, available backends, CUDA devices, NVRTC")
     i.set_defaults(func=cmd_info)

@@ -1,0 +1,93 @@
+"""The benchmark suite's machinery: its checks catch wrong answers, its napkin
+math is right, its GPU columns say why they are empty.  (Timings themselves
+are the suite's business, in benchmarks/, never asserted here.)"""
+import json
+
+import numpy as np
+import pytest
+
+from gpubp import MLP, bench
+from gpubp.backend import cuda_status
+
+
+def test_obvious_step_is_one_sgd_step():
+    sizes, B = [6, 5, 3], 4
+    X, Y, idx = bench._batch(sizes, B)
+    net = MLP(sizes, loss="mse", backend="numpy", dtype=np.float64, seed=0)
+    Ws, bs = net.weights, net.biases
+    bench.obvious_step(Ws, bs, X, Y, idx, bench.ETA, "mse")
+    net.step(X[idx], Y[idx], lr=bench.ETA)
+    for a, b in zip(Ws + bs, net.weights + net.biases):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_step_flops_count_every_product():
+    # [784, 30, 10], B = 10: forward 784·30 + 30·10, dW the same, BP2 30·10; 2 flops each
+    assert bench.step_flops([784, 30, 10], 10) == 2 * 10 * (2 * (784 * 30 + 30 * 10) + 30 * 10)
+
+
+def test_napkin_math_of_fused_against_unfused():
+    n = bench.kernel_napkin(512, 1024, 1024)
+    assert n["sigmoid_delta"]["fused"] == 3 * 512 * 1024 * 4          # read g, a; write delta
+    assert n["sigmoid_delta"]["unfused"] == 8 * 512 * 1024 * 4        # three temporaries written and read back
+    assert n["weight_grad_sgd"]["fused"] < n["weight_grad_sgd"]["unfused"]
+    assert n["weight_grad"]["flops"] == 2 * 512 * 1024 * 1024 + 512 * 1024
+
+
+def test_checks_catch_a_wrong_step(monkeypatch):
+    cases = bench.step_cases([8, 6, 3], 5, "cross_entropy", backends=("numpy",), torch_devices=())
+    by = {c.impl: c for c in cases}
+    for c in cases:
+        c.check()                                  # all right as they are
+    monkeypatch.setattr(bench, "ETA", bench.ETA * 1.01)   # now every implementation steps 1% too far
+    with pytest.raises(AssertionError, match="after one step"):
+        by["obvious numpy"].check()
+
+
+def test_kernel_cases_check_on_cpu_and_report_gpu_napkin_math():
+    cases = bench.kernel_cases("numpy", shape=(33, 65, 17))
+    assert {c.impl for c in cases} == {"fused numpy", "unfused numpy", "GEMM numpy"}
+    for c in cases:
+        c.check()
+    ok, why = cuda_status()
+    gpu = bench.kernel_cases("cupy", shape=(33, 65, 17))
+    if not ok:
+        assert all(c.fn is None and why.split(" (")[0] in c.unavailable for c in gpu)
+        assert all(c.bytes and c.flops for c in gpu)
+
+
+def test_quick_run_writes_table_json_and_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    report = bench.run(backends=["numpy"], nets=[([20, 8, 3], 4)], quick=True, groups=("step",),
+                       log=lambda line: None)
+    impls = {r.impl for r in report.rows}
+    assert {"gpubp numpy", "GEMM floor numpy", "obvious numpy", "gpubp cupy"} <= impls
+    g = next(r for r in report.rows if r.impl == "gpubp numpy")
+    floor = next(r for r in report.rows if r.impl == "GEMM floor numpy" and r.case == g.case)
+    assert g.median_s > 0 and g.floor_ratio == pytest.approx(g.median_s / floor.median_s)
+    ok, why = cuda_status()
+    if not ok:
+        gpu_row = next(r for r in report.rows if r.impl == "gpubp cupy")
+        assert gpu_row.median_s is None and gpu_row.note == f"unavailable: {why}"
+    paths = bench.write(report, tmp_path)
+    data = json.loads(open(paths["json"]).read())
+    assert len(data["rows"]) == len(report.rows) and data["machine"]["numpy"] == np.__version__
+    assert open(paths["table"]).read().startswith("| group | case | implementation")
+    png = open(paths["plot"], "rb").read()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_parse_sizes():
+    assert bench.parse_sizes("784,30,10:10;5,3:2") == [([784, 30, 10], 10), ([5, 3], 2)]
+    with pytest.raises(ValueError, match="784,30,10:10"):
+        bench.parse_sizes("784,30,10")
+
+
+def test_bench_command_quick(tmp_path, capsys):
+    from gpubp.cli import main
+    assert main(["bench", "--quick", "--sizes", "12,6,3:4", "--groups", "step", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    ok, why = cuda_status()
+    assert (f"GPU: {why}" if ok else f"GPU columns are empty: {why}") in out
+    assert "| step | [12, 6, 3] b4 mse | gpubp numpy | cpu |" in out
+    assert "x its GEMM floor" in out and (tmp_path / "bench.json").exists()
