@@ -14,7 +14,7 @@ Options:
     cublas_weight_grad=False  dW = a_prevᵀ δ by cuBLAS (xp.matmul) and db by a
                           reduction instead of our kernel, for comparison
     naive=False           the plain version of every kernel
-    defines=None          tunables injected as -D (e.g. {"WG_TILE": 32})
+    defines=None          tunables injected as -D (e.g. {"TILE": 32})
 """
 from __future__ import annotations
 

@@ -1,0 +1,211 @@
+"""Where the CUDA kernel sources live, what they define, and a cached set of
+compiled kernels for each device that can run them.
+
+The sources are the ``kernels/<family>.cu`` files at the top of the repository;
+an installed wheel carries them as ``gpubp/_kernels/``.  Every consumer (the
+kernel backends, the tests, the benchmarks, NVRTC) reads these same files:
+there is no second copy of a kernel.
+
+A :class:`KernelSet` maps kernel names (``"weight_grad_f32"``) to callables with
+CuPy's ``RawKernel`` convention ``f(grid, block, args, shared_mem=0)``; ``None``
+in ``args`` is a NULL pointer on every device.  Each
+family is compiled at most once per process and set of ``defines`` (the
+tunables of the ``.cu`` files, injected as ``-DNAME=value``):
+
+    ks = emulated_kernels()          # the .cu source run on the CPU (gpubp.emulator)
+    ks = cupy_kernels()              # the .cu source on a CUDA device (cupy.RawModule)
+    ks.function("bias_sigmoid_f32")  # -> callable
+    ks.param("weight_grad", "TILE")  # -> 64, the value the kernels were compiled with
+
+Launchers (``gpubp.launchers``) read tunables through ``ks.param`` so a launch
+shape always matches the compiled shared-memory tiles.
+"""
+from __future__ import annotations
+
+import functools
+import numbers
+import re
+import threading
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+
+import gpubp
+
+
+class DeviceUnavailable(RuntimeError):
+    """The requested device (CuPy + a CUDA GPU) cannot be used here; the message says why and the fix."""
+
+
+def kernel_dir() -> Path:
+    """The directory holding the ``.cu`` files: ``gpubp/_kernels`` in a wheel, else ``<repo>/kernels``."""
+    pkg = Path(gpubp.__file__).resolve().parent
+    for d in (pkg / "_kernels", pkg.parent / "kernels"):
+        if d.is_dir() and any(d.glob("*.cu")):
+            return d
+    raise FileNotFoundError(f"no kernel sources: looked for *.cu in {pkg / '_kernels'} (installed wheel) "
+                            f"and {pkg.parent / 'kernels'} (source checkout)")
+
+
+def families() -> tuple[str, ...]:
+    """The kernel families, one per ``.cu`` file: ``('delta', 'forward', 'weight_grad')``."""
+    return tuple(sorted(p.stem for p in kernel_dir().glob("*.cu")))
+
+
+def path(family: str) -> Path:
+    p = kernel_dir() / f"{family}.cu"
+    if not p.is_file():
+        raise ValueError(f"unknown kernel family {family!r}; the families are {', '.join(families())}")
+    return p
+
+
+@functools.lru_cache(maxsize=None)
+def source(family: str) -> str:
+    """The text of ``kernels/<family>.cu`` (read once per process)."""
+    return path(family).read_text()
+
+
+_KERNEL_RE = re.compile(r"__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(")
+_DEFAULT_RE = re.compile(r"^#ifndef\s+(\w+)\s*\n#define\s+\1\s+(\S+)", re.MULTILINE)
+
+
+@functools.lru_cache(maxsize=None)
+def kernel_names(family: str) -> tuple[str, ...]:
+    """The ``extern "C" __global__`` kernels a family defines, in source order."""
+    return tuple(_KERNEL_RE.findall(source(family)))
+
+
+@functools.lru_cache(maxsize=None)
+def defaults(family: str) -> dict[str, int]:
+    """The tunables of a family and their default values (``#ifndef X / #define X value``)."""
+    return {name: int(value) for name, value in _DEFAULT_RE.findall(source(family))}
+
+
+@functools.lru_cache(maxsize=None)
+def family_of(kernel: str) -> str:
+    """The family that defines ``kernel``."""
+    for fam in families():
+        if kernel in kernel_names(fam):
+            return fam
+    raise ValueError(f"no kernel named {kernel!r}; the kernels are "
+                     f"{', '.join(k for f in families() for k in kernel_names(f))}")
+
+
+def normalize_defines(defines: Mapping[str, int] | None) -> tuple[tuple[str, int], ...]:
+    """``{"TILE": 32}`` -> ``(("TILE", 32),)``, sorted (a cache key), after checking each name is a tunable."""
+    if not defines:
+        return ()
+    tunables = sorted({t for f in families() for t in defaults(f)})
+    out = []
+    for name, value in sorted(defines.items()):
+        if name not in tunables:
+            raise ValueError(f"unknown kernel tunable {name!r}; the tunables are {', '.join(tunables)}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"kernel tunable {name} must be a positive int, got {value!r}")
+        out.append((name, int(value)))
+    return tuple(out)
+
+
+def compile_options(defines: tuple[tuple[str, int], ...] = ()) -> tuple[str, ...]:
+    """The ``-D`` options for a set of tunables (shared by every compiler that reads the sources)."""
+    return tuple(f"-D{name}={value}" for name, value in defines)
+
+
+class KernelSet:
+    """The kernels of every family, compiled lazily (one family at a time, once) by ``load(family, options)``."""
+
+    def __init__(self, device: str, load: Callable[[str, tuple[str, ...]], object],
+                 defines: tuple[tuple[str, int], ...] = ()):
+        self.device = device
+        self.defines = dict(defines)
+        self._options = compile_options(defines)
+        self._load = load
+        self._modules: dict[str, object] = {}
+        self._functions: dict[str, Callable] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self):
+        return f"<KernelSet {self.device} defines={self.defines}>"
+
+    def module(self, family: str):
+        """The compiled module of one family (compiled on first use)."""
+        with self._lock:
+            mod = self._modules.get(family)
+            if mod is None:
+                path(family)  # a clear error for an unknown family
+                mod = self._modules[family] = self._load(family, self._options)
+            return mod
+
+    def function(self, name: str) -> Callable:
+        """The kernel ``name`` as ``f(grid, block, args, shared_mem=0)``."""
+        f = self._functions.get(name)
+        if f is None:
+            f = self._functions[name] = self.module(family_of(name)).get_function(name)
+        return f
+
+    def param(self, family: str, name: str) -> int:
+        """The value of tunable ``name`` in ``family`` as compiled here (a define, else the source's default)."""
+        fam_defaults = defaults(family)
+        if name not in fam_defaults:
+            raise KeyError(f"{family}.cu has no tunable {name!r}; it has {', '.join(fam_defaults) or 'none'}")
+        return self.defines.get(name, fam_defaults[name])
+
+
+@functools.lru_cache(maxsize=None)
+def _emulated(defines: tuple[tuple[str, int], ...]) -> KernelSet:
+    from gpubp import emulator
+
+    return KernelSet("emulated", lambda family, options: emulator.load_module(path(family), options=options), defines)
+
+
+def emulated_kernels(defines: Mapping[str, int] | None = None) -> KernelSet:
+    """The kernels on the emulated CUDA device (``gpubp.emulator``: the ``.cu`` source compiled for the CPU);
+    arrays are NumPy arrays.  Cached per ``defines``."""
+    return _emulated(normalize_defines(defines))
+
+
+def _cupy_or_raise():
+    from gpubp.backend import cuda_status  # the one probe of CuPy + driver + device
+
+    ok, why = cuda_status()
+    if not ok:
+        raise DeviceUnavailable(why)
+    import cupy
+    return cupy
+
+
+class _CupyModule:
+    """A cupy.RawModule whose kernels take ``None`` for a NULL pointer.  CuPy itself passes ``None``
+    as a garbage pointer (cupy/cupy#9046: it hands the driver a NULL *argument* pointer instead of a
+    pointer to a NULL value), so NULL travels as an 8-byte zero."""
+
+    NULL = np.uint64(0)
+
+    def __init__(self, raw_module):
+        self.raw_module = raw_module
+
+    def get_function(self, name):
+        raw = self.raw_module.get_function(name)
+
+        def launch(grid, block, args, shared_mem=0):
+            raw(grid, block, tuple(self.NULL if a is None else a for a in args), shared_mem=shared_mem)
+
+        launch.__name__ = name
+        return launch
+
+
+@functools.lru_cache(maxsize=None)
+def _cupy(defines: tuple[tuple[str, int], ...]) -> KernelSet:
+    cupy = _cupy_or_raise()
+
+    def load(family, options):
+        return _CupyModule(cupy.RawModule(code=source(family), options=("-std=c++17",) + options))
+
+    return KernelSet("cupy", load, defines)
+
+
+def cupy_kernels(defines: Mapping[str, int] | None = None) -> KernelSet:
+    """The kernels on the current CUDA device through ``cupy.RawModule``; arrays are CuPy arrays.
+    Cached per ``defines``.  Raises :class:`DeviceUnavailable` without CuPy or a device."""
+    return _cupy(normalize_defines(defines))

@@ -1,0 +1,233 @@
+"""One thin launcher per kernel of ``kernels/*.cu``: validate, pick the dtype's
+kernel, own the launch shape, launch.
+
+Every launcher takes a :class:`gpubp.kernels.KernelSet` first and arrays that
+live on its device (NumPy arrays for the emulated device, CuPy arrays for a
+GPU); it uses only ``.dtype``, ``.shape``, ``.size`` and ``.flags.c_contiguous``
+of them, so the same code serves both.  Raw kernels ignore strides and check
+nothing, so the launchers check instead: every array float32 or float64, all
+of one dtype, C-contiguous, of the right shape; scalars finite.  Each error
+names the argument and the fix.  ``naive=True`` runs the plain version of a
+kernel kept beside the fast one (same results).
+
+Shapes (batch-first, row-major): B = batch, I = inputs, O = outputs of a layer.
+
+    bias_sigmoid(ks, z, b)                       z: B×O (in place), b: O
+    sigmoid_delta(ks, g, a, delta)               all one shape; delta may be g
+    output_delta(ks, kind, a, y, delta, loss)    a, y, delta: B×O; loss: B or None
+    weight_grad(ks, A, D, dW, db)                A: B×I, D: B×O, dW: I×O, db: O or None
+    weight_grad_sgd(ks, A, D, W, b, vW, vb)      W, vW: I×O, b, vb: O (W, b, vW, vb in place)
+
+The math of each is at the top of its ``.cu`` file and in ``gpubp.reference``
+(the NumPy version with the same signature minus ``ks`` and ``naive``).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from gpubp.kernels import KernelSet
+
+#: threads per block of the 1-D kernels (elementwise kernels, the naive row kernels)
+BLOCK = 256
+#: block of the naive weight gradients: 32 threads along o (a warp reads one row of D), 8 along i
+NAIVE_WG_BLOCK = (32, 8)
+#: the kernels index with 32-bit ints: every product of two dimensions must stay below 2^31 with
+#: room for one grid's overshoot past the end (a block of BLOCK*EPT elements), and grid.y <= 65535
+INDEX_LIMIT = 2**31 - 2**16
+GRID_Y_MAX = 65535
+
+OUTPUT_DELTA_KINDS = {"mse": "output_delta_mse", "cross_entropy": "output_delta_ce"}
+
+_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+
+
+def ceil_div(n: int, d: int) -> int:
+    return -(-n // d)
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+def _dtype_of(kernel: str, **arrays) -> np.dtype:
+    """The one dtype of the given arrays (None entries are skipped), after checking each is a
+    C-contiguous float32/float64 array."""
+    dtype = first = None
+    for name, x in arrays.items():
+        if x is None:
+            continue
+        if not all(hasattr(x, attr) for attr in ("dtype", "shape", "size", "flags")):
+            raise TypeError(f"{kernel}: {name} must be a NumPy or CuPy array, got {type(x).__name__}")
+        dt = np.dtype(x.dtype)
+        if dt not in _SUFFIX:
+            raise TypeError(f"{kernel}: {name} has dtype {dt}; the kernels take float32 or float64 "
+                            f"(convert with {name}.astype(np.float32))")
+        if dtype is None:
+            dtype, first = dt, name
+        elif dt != dtype:
+            raise TypeError(f"{kernel}: {name} is {dt} but {first} is {dtype}; all arrays must have one dtype "
+                            f"(convert with {name}.astype({first}.dtype))")
+        if not x.flags.c_contiguous:
+            raise ValueError(f"{kernel}: {name} is not C-contiguous (a transposed or sliced view?) and raw kernels "
+                             f"ignore strides; pass xp.ascontiguousarray({name})")
+    return dtype
+
+
+def _check_shape(kernel: str, name: str, x, expected: tuple, meaning: str) -> None:
+    if x is not None and tuple(x.shape) != tuple(expected):
+        raise ValueError(f"{kernel}: {name} has shape {tuple(x.shape)} but must be {tuple(expected)} ({meaning})")
+
+
+def _check_2d(kernel: str, name: str, x, dims: str) -> tuple[int, int]:
+    if len(x.shape) != 2:
+        raise ValueError(f"{kernel}: {name} must be 2-D {dims} (batch-first), got shape {tuple(x.shape)}")
+    return tuple(int(s) for s in x.shape)
+
+
+def _check_sizes(kernel: str, **sizes: int) -> None:
+    """Every index expression of the kernels (a product of two dimensions) fits their 32-bit ints."""
+    for what, n in sizes.items():
+        if n > INDEX_LIMIT:
+            raise ValueError(f"{kernel}: {what} = {n} elements is too large for the kernels' 32-bit indices "
+                             f"(limit {INDEX_LIMIT}); split the batch")
+
+
+def _scalar(kernel: str, name: str, value, dtype: np.dtype):
+    """``value`` as the C type of ``dtype`` (np.float32 / np.float64), finite."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{kernel}: {name} must be a real number, got {value!r}")
+    with np.errstate(over="ignore"):  # overflow is reported below, with the argument's name
+        cast = dtype.type(value)
+    if not math.isfinite(float(value)) or not np.isfinite(cast):
+        raise ValueError(f"{kernel}: {name} = {value!r} is not finite in {dtype}; pass a finite number")
+    return cast
+
+
+def _launch(ks: KernelSet, kernel: str, naive: bool, dtype: np.dtype, grid: tuple, block: tuple, args: tuple):
+    name = f"{kernel}{'_naive' if naive else ''}_{_SUFFIX[dtype]}"
+    ks.function(name)(grid, block, args)
+
+
+# -- forward.cu ----------------------------------------------------------------------------------
+
+def bias_sigmoid(ks: KernelSet, z, b, *, naive: bool = False) -> None:
+    """z ← σ(z + b) in place; z: B×O, b: O."""
+    k = "bias_sigmoid"
+    dtype = _dtype_of(k, z=z, b=b)
+    B, O = _check_2d(k, "z", z, "(B, O)")
+    _check_shape(k, "b", b, (O,), "one bias per column of z")
+    if z.size == 0:
+        return
+    ept = 1 if naive else ks.param("forward", "EPT")
+    _check_sizes(k, **{"B*O": B * O})
+    _launch(ks, k, naive, dtype, (ceil_div(B * O, BLOCK * ept),), (BLOCK,), (z, b, np.int32(B), np.int32(O)))
+
+
+# -- delta.cu ------------------------------------------------------------------------------------
+
+def sigmoid_delta(ks: KernelSet, g, a, delta, *, naive: bool = False) -> None:
+    """delta = g ⊙ a ⊙ (1 − a), elementwise; g, a, delta of one shape; delta may be g (in place)."""
+    k = "sigmoid_delta"
+    dtype = _dtype_of(k, g=g, a=a, delta=delta)
+    _check_shape(k, "g", g, a.shape, "the shape of a")
+    _check_shape(k, "delta", delta, a.shape, "the shape of a")
+    n = int(a.size)
+    if n == 0:
+        return
+    ept = 1 if naive else ks.param("delta", "EPT")
+    _check_sizes(k, n=n)
+    _launch(ks, k, naive, dtype, (ceil_div(n, BLOCK * ept),), (BLOCK,), (g, a, delta, np.int32(n)))
+
+
+def output_delta(ks: KernelSet, kind: str, a, y, delta, loss=None, *, scale=1.0, naive: bool = False) -> None:
+    """delta = scale · δ_L(a, y) for ``kind`` ("mse": (a − y) a (1 − a); "cross_entropy": a − y) and,
+    if ``loss`` is given, loss[r] = the unscaled per-sample cost; a, y, delta: B×O, loss: B."""
+    k = "output_delta"
+    if kind not in OUTPUT_DELTA_KINDS:
+        raise ValueError(f"{k}: kind must be one of {', '.join(map(repr, OUTPUT_DELTA_KINDS))}, got {kind!r}")
+    dtype = _dtype_of(k, a=a, y=y, delta=delta, loss=loss)
+    B, O = _check_2d(k, "a", a, "(B, O)")
+    _check_shape(k, "y", y, (B, O), "the shape of a: one target per output")
+    _check_shape(k, "delta", delta, (B, O), "the shape of a")
+    _check_shape(k, "loss", loss, (B,), "one loss per row of a")
+    scale = _scalar(k, "scale", scale, dtype)
+    if B == 0:
+        return
+    _check_sizes(k, **{"B*O": B * O})
+    args = (a, y, delta, loss, np.int32(B), np.int32(O), scale)
+    if naive:
+        grid, block = (ceil_div(B, BLOCK),), (BLOCK,)
+    else:
+        rows = ks.param("delta", "ROWS_PER_BLOCK")
+        grid, block = (ceil_div(B, rows),), (ks.param("delta", "ROW_THREADS"), rows)
+    _launch(ks, OUTPUT_DELTA_KINDS[kind], naive, dtype, grid, block, args)
+
+
+# -- weight_grad.cu ------------------------------------------------------------------------------
+
+def _weight_grad_shapes(k: str, A, D, W, W_name: str, b, b_name: str) -> tuple[int, int, int]:
+    B, I = _check_2d(k, "A", A, "(B, I)")
+    BD, O = _check_2d(k, "D", D, "(B, O)")
+    if BD != B:
+        raise ValueError(f"{k}: D has {BD} rows but A has {B}; A (B, I) and D (B, O) must cover the same batch")
+    _check_shape(k, W_name, W, (I, O), "(I, O): inputs of A by outputs of D")
+    _check_shape(k, b_name, b, (O,), "one bias per column of D")
+    _check_sizes(k, **{"B*I": B * I, "B*O": B * O, "I*O": I * O})
+    return B, I, O
+
+
+def _weight_grad_grid(ks: KernelSet, k: str, naive: bool, I: int, O: int) -> tuple[tuple, tuple]:
+    """(grid, block) covering dW (I×O); grid.y is at least 1 so that the bias gradient runs when I == 0."""
+    if naive:
+        bx, by = NAIVE_WG_BLOCK
+        grid, block = (ceil_div(O, bx), max(1, ceil_div(I, by))), (bx, by)
+    else:
+        tile = ks.param("weight_grad", "TILE")
+        edge = tile // ks.param("weight_grad", "MICRO")
+        grid, block = (ceil_div(O, tile), max(1, ceil_div(I, tile))), (edge, edge)
+    if grid[1] > GRID_Y_MAX:
+        raise ValueError(f"{k}: I = {I} inputs needs {grid[1]} blocks along grid.y, more than {GRID_Y_MAX}")
+    return grid, block
+
+
+def weight_grad(ks: KernelSet, A, D, dW, db=None, *, scale=1.0, naive: bool = False) -> None:
+    """dW = scale · Aᵀ D and, if ``db`` is given, db = scale · Σ_r D[r, :] (both overwritten);
+    A: B×I, D: B×O, dW: I×O, db: O."""
+    k = "weight_grad"
+    dtype = _dtype_of(k, A=A, D=D, dW=dW, db=db)
+    B, I, O = _weight_grad_shapes(k, A, D, dW, "dW", db, "db")
+    scale = _scalar(k, "scale", scale, dtype)
+    if O == 0:
+        return
+    grid, block = _weight_grad_grid(ks, k, naive, I, O)
+    _launch(ks, k, naive, dtype, grid, block, (A, D, dW, db, np.int32(B), np.int32(I), np.int32(O), scale))
+
+
+def weight_grad_sgd(ks: KernelSet, A, D, W, b, vW=None, vb=None, *, scale=1.0, eta, lmbda=0.0, mu=0.0,
+                    naive: bool = False) -> None:
+    """One SGD step with L2 decay and momentum from the weight gradient of one layer, fused (dW is never
+    stored):  g = scale · Aᵀ D + lmbda · W,  vW ← mu · vW + g,  W ← W − eta · vW  and for the bias
+    gb = scale · Σ_r D[r, :] (no decay),  vb ← mu · vb + gb,  b ← b − eta · vb.  Without buffers
+    (vW = vb = None, only allowed when mu == 0) W ← W − eta · g,  b ← b − eta · gb.
+    A: B×I, D: B×O, W, vW: I×O, b, vb: O; W, b, vW, vb are updated in place."""
+    k = "weight_grad_sgd"
+    dtype = _dtype_of(k, A=A, D=D, W=W, b=b, vW=vW, vb=vb)
+    if b is None:
+        raise TypeError(f"{k}: b is required (the layer's biases, shape (O,))")
+    if (vW is None) != (vb is None):
+        raise ValueError(f"{k}: pass the momentum buffers vW and vb together (got only "
+                         f"{'vW' if vb is None else 'vb'})")
+    B, I, O = _weight_grad_shapes(k, A, D, W, "W", b, "b")
+    _check_shape(k, "vW", vW, (I, O), "the shape of W")
+    _check_shape(k, "vb", vb, (O,), "the shape of b")
+    scalars = tuple(_scalar(k, name, v, dtype)
+                    for name, v in (("scale", scale), ("eta", eta), ("lmbda", lmbda), ("mu", mu)))
+    if mu != 0 and vW is None:
+        raise ValueError(f"{k}: mu = {mu!r} needs momentum buffers; pass vW and vb "
+                         f"(zeros of W's and b's shapes before the first step)")
+    if O == 0:
+        return
+    grid, block = _weight_grad_grid(ks, k, naive, I, O)
+    _launch(ks, k, naive, dtype, grid, block,
+            (A, D, W, b, vW, vb, np.int32(B), np.int32(I), np.int32(O), *scalars))

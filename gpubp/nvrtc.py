@@ -1,0 +1,303 @@
+"""Compile the kernel families with NVRTC for real GPU architectures, without a GPU,
+and read back what each kernel costs in registers, spills and shared memory.
+
+NVRTC comes from the pip wheel ``nvidia-cuda-nvrtc`` (``pip install 'gpubp[nvrtc]'``)
+and is called through ctypes; nothing else of CUDA is needed.  Each family is
+compiled to a CUBIN with ``-arch=sm_XY --ptxas-options=-v``: ptxas then writes
+its resource report into the program log, one block per kernel::
+
+    ptxas info    : Compiling entry function 'weight_grad_f32' for 'sm_80'
+    ptxas info    : Function properties for weight_grad_f32
+    ptxas         .     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+    ptxas info    : Used 40 registers, used 1 barriers, 8192 bytes smem, 400 bytes cmem[0]
+
+which :func:`compile_family` parses into :class:`Resources`.  :data:`BUDGETS`
+states, per kernel, the register and shared-memory budget and the launch shape
+it is for; :func:`occupancy` turns those into the fraction of an SM's warp
+slots the launch can fill, and :func:`resource_table` prints it all
+(``python -m gpubp.nvrtc > docs/kernel-resources.md``; a test checks the file
+is current).
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpubp import kernels, launchers
+
+#: the architectures every family must compile for (Turing, Ampere, Ada, Hopper).
+ARCHS = ("sm_75", "sm_80", "sm_86", "sm_89", "sm_90")
+
+_INSTALL_HINT = "pip install 'gpubp[nvrtc]' (the nvidia-cuda-nvrtc wheel)"
+
+
+class NvrtcUnavailable(RuntimeError):
+    """The NVRTC shared library (pip wheel nvidia-cuda-nvrtc) is not installed."""
+
+
+class CompileError(RuntimeError):
+    """NVRTC rejected a kernel source; the message holds the compiler log."""
+
+
+def library_path() -> Path:
+    """Where ``libnvrtc.so.13`` (Linux) / ``nvrtc64_*.dll`` (Windows) of the pip wheel lies."""
+    try:
+        import nvidia
+    except ImportError:
+        raise NvrtcUnavailable(f"NVRTC not found: the 'nvidia' package is not installed; {_INSTALL_HINT}") from None
+    patterns = ("libnvrtc.so.*", "nvrtc64_*.dll")
+    for root in map(Path, nvidia.__path__):
+        for pattern in patterns:
+            # cu13/lib/libnvrtc.so.13 (CUDA 13 wheels), cuda_nvrtc/lib/libnvrtc.so.12 (CUDA 12 wheels)
+            hits = list(root.glob(f"*/*/{pattern}"))
+            if hits:
+                return max(hits, key=lambda p: p.name)  # the newest major version if several are installed
+    raise NvrtcUnavailable(f"NVRTC not found under {list(nvidia.__path__)}; {_INSTALL_HINT}")
+
+
+@functools.lru_cache(maxsize=None)
+def _lib() -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(library_path()))
+    lib.nvrtcGetErrorString.restype = ctypes.c_char_p
+    return lib
+
+
+def available() -> tuple[bool, str]:
+    """(True, version text) if NVRTC loads, else (False, the reason with the fix)."""
+    try:
+        return True, f"NVRTC {'.'.join(map(str, version()))} ({library_path()})"
+    except (NvrtcUnavailable, OSError) as e:
+        return False, str(e)
+
+
+def version() -> tuple[int, int]:
+    """The NVRTC version as (major, minor)."""
+    major, minor = ctypes.c_int(), ctypes.c_int()
+    _check(_lib().nvrtcVersion(ctypes.byref(major), ctypes.byref(minor)), "nvrtcVersion")
+    return major.value, minor.value
+
+
+def supported_archs() -> tuple[str, ...]:
+    lib = _lib()
+    n = ctypes.c_int()
+    _check(lib.nvrtcGetNumSupportedArchs(ctypes.byref(n)), "nvrtcGetNumSupportedArchs")
+    archs = (ctypes.c_int * n.value)()
+    _check(lib.nvrtcGetSupportedArchs(archs), "nvrtcGetSupportedArchs")
+    return tuple(f"sm_{a}" for a in archs)
+
+
+def _check(status: int, what: str) -> None:
+    if status != 0:
+        raise CompileError(f"{what} failed: {_lib().nvrtcGetErrorString(status).decode()}")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What ptxas reports for one kernel on one architecture (bytes unless said)."""
+    registers: int
+    spill_stores: int
+    spill_loads: int
+    stack: int          # stack frame = local memory per thread
+    smem: int           # static shared memory per block
+    barriers: int = 0
+
+
+@dataclass(frozen=True)
+class Compiled:
+    family: str
+    arch: str
+    cubin: bytes
+    log: str
+    resources: dict     # kernel name -> Resources
+
+
+def compile_family(family: str, arch: str = "sm_80", defines=None) -> Compiled:
+    """Compile ``kernels/<family>.cu`` to a CUBIN for ``arch`` and parse ptxas's resource report."""
+    lib = _lib()
+    options = [f"-arch={arch}", "-std=c++17", "--ptxas-options=-v",
+               *kernels.compile_options(kernels.normalize_defines(defines))]
+    prog = ctypes.c_void_p()
+    _check(lib.nvrtcCreateProgram(ctypes.byref(prog), kernels.source(family).encode(),
+                                  f"{family}.cu".encode(), 0, None, None), "nvrtcCreateProgram")
+    try:
+        opts = (ctypes.c_char_p * len(options))(*(o.encode() for o in options))
+        status = lib.nvrtcCompileProgram(prog, len(options), opts)
+        size = ctypes.c_size_t()
+        _check(lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size)), "nvrtcGetProgramLogSize")
+        buf = ctypes.create_string_buffer(size.value)
+        _check(lib.nvrtcGetProgramLog(prog, buf), "nvrtcGetProgramLog")
+        log = buf.value.decode(errors="replace")
+        if status != 0:
+            raise CompileError(f"{family}.cu for {arch} ({' '.join(options)}): "
+                               f"{lib.nvrtcGetErrorString(status).decode()}\n{log}")
+        _check(lib.nvrtcGetCUBINSize(prog, ctypes.byref(size)), "nvrtcGetCUBINSize")
+        cubin = ctypes.create_string_buffer(size.value)
+        _check(lib.nvrtcGetCUBIN(prog, cubin), "nvrtcGetCUBIN")
+    finally:
+        lib.nvrtcDestroyProgram(ctypes.byref(prog))
+    return Compiled(family, arch, cubin.raw, log, parse_resource_report(log))
+
+
+_ENTRY = re.compile(r"Compiling entry function '(\w+)' for '(\w+)'")
+_STACK = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+_USED = re.compile(r"Used (\d+) registers")
+_BARRIERS = re.compile(r"used (\d+) barriers")
+_SMEM = re.compile(r"(\d+) bytes smem")
+
+
+def parse_resource_report(log: str) -> dict[str, Resources]:
+    """Kernel name -> Resources from ptxas's ``-v`` output (one 'Compiling entry function' block per kernel)."""
+    out = {}
+    blocks = _ENTRY.split(log)  # [before, name1, arch1, text1, name2, arch2, text2, ...]
+    for name, _arch, text in zip(blocks[1::3], blocks[2::3], blocks[3::3]):
+        stack, used = _STACK.search(text), _USED.search(text)
+        if not (stack and used):
+            raise CompileError(f"cannot read the ptxas report for {name}:\n{text}")
+        barriers, smem = _BARRIERS.search(text), _SMEM.search(text)
+        out[name] = Resources(registers=int(used.group(1)), spill_stores=int(stack.group(2)),
+                              spill_loads=int(stack.group(3)), stack=int(stack.group(1)),
+                              smem=int(smem.group(1)) if smem else 0,
+                              barriers=int(barriers.group(1)) if barriers else 0)
+    return out
+
+
+# -- budgets and occupancy ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SM:
+    """Per-SM limits of an architecture (CUDA C Programming Guide, "Compute capabilities")."""
+    max_threads: int
+    max_blocks: int
+    smem: int                   # shared memory per SM usable by blocks (bytes)
+    regs: int = 65536
+
+
+SMS = {
+    "sm_75": SM(max_threads=1024, max_blocks=16, smem=64 * 1024),
+    "sm_80": SM(max_threads=2048, max_blocks=32, smem=164 * 1024),
+    "sm_86": SM(max_threads=1536, max_blocks=16, smem=100 * 1024),
+    "sm_89": SM(max_threads=1536, max_blocks=24, smem=100 * 1024),
+    "sm_90": SM(max_threads=2048, max_blocks=32, smem=228 * 1024),
+}
+
+
+def occupancy(arch: str, threads_per_block: int, registers: int, smem: int) -> float:
+    """Theoretical occupancy: resident warps / the SM's maximum, limited by threads, blocks,
+    registers (allocated per warp in units of 256, from 4 sub-partitions of 16K) and shared memory
+    (plus the 1 KiB per block the runtime reserves on sm_80 and later)."""
+    sm = SMS[arch]
+    warps = -(-threads_per_block // 32)
+    regs_per_warp = -(-max(registers, 1) * 32 // 256) * 256
+    warps_by_regs = (sm.regs // 4 // regs_per_warp) * 4
+    reserved = 0 if arch == "sm_75" else 1024
+    blocks = min(sm.max_threads // threads_per_block, sm.max_blocks, warps_by_regs // warps,
+                 sm.smem // (smem + reserved) if smem else sm.max_blocks)
+    return blocks * warps / (sm.max_threads // 32)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a kernel may use at the launcher's block size, and the occupancy that buys on sm_80."""
+    threads: int            # threads per block the launcher uses
+    registers: int          # per thread
+    smem: int               # static shared memory per block (bytes)
+    occupancy_sm80: float   # occupancy(sm_80, threads, registers, smem): the target in numbers
+
+    @property
+    def target(self) -> str:
+        return f"{self.occupancy_sm80:.1%}".replace(".0%", "%")
+
+
+BUDGET_RATIONALE = (
+    "Elementwise and row kernels are bound by memory bandwidth and want every warp slot: "
+    "≤ 32 registers (f32) is 100 % occupancy on every arch in ARCHS; f64 needs more registers for the "
+    "same EPT loads in flight, and ≤ 40 is 75 % on sm_80/sm_90, 100 % on sm_75/86/89. "
+    "The naive weight gradients may take 64 (one long dot product per thread; 50 % on sm_80). "
+    "The register-blocked GEMMs keep a MICRO×MICRO accumulator tile per thread and trade occupancy for it, "
+    "as their __launch_bounds__ say: 4 blocks of 256 threads per SM (≤ 64 registers, f32), 3 blocks (≤ 80, f64).")
+
+
+def _budgets() -> dict[str, Budget]:
+    """Kernel name -> Budget; the reasoning is BUDGET_RATIONALE."""
+    wg = kernels.defaults("weight_grad")
+    dl = kernels.defaults("delta")
+    gemm_threads = (wg["TILE"] // wg["MICRO"]) ** 2
+    row_threads = dl["ROW_THREADS"] * dl["ROWS_PER_BLOCK"]
+    naive_wg_threads = launchers.NAIVE_WG_BLOCK[0] * launchers.NAIVE_WG_BLOCK[1]
+    out = {}
+    for dt, size in (("f32", 4), ("f64", 8)):
+        elementwise = Budget(launchers.BLOCK, 32 if dt == "f32" else 40, 0, 1.0 if dt == "f32" else 0.75)
+        for name in ("bias_sigmoid", "sigmoid_delta", "output_delta_mse", "output_delta_ce"):
+            out[f"{name}_naive_{dt}"] = elementwise
+        for name in ("bias_sigmoid", "sigmoid_delta"):
+            out[f"{name}_{dt}"] = elementwise
+        for name in ("output_delta_mse", "output_delta_ce"):
+            out[f"{name}_{dt}"] = Budget(row_threads, elementwise.registers, row_threads * size,
+                                         elementwise.occupancy_sm80)
+        for name in ("weight_grad", "weight_grad_sgd"):
+            out[f"{name}_naive_{dt}"] = Budget(naive_wg_threads, 64, 0, 0.5)
+            out[f"{name}_{dt}"] = (Budget(gemm_threads, 64, 2 * wg["BK"] * wg["TILE"] * size, 0.5) if dt == "f32" else
+                                   Budget(gemm_threads, 80, 2 * wg["BK"] * wg["TILE"] * size, 0.375))
+    return out
+
+
+#: kernel name -> Budget (checked by tests/test_nvrtc.py for every arch in ARCHS)
+BUDGETS: dict[str, Budget] = _budgets()
+
+
+# -- the table ---------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def resources(arch: str) -> dict[str, Resources]:
+    """Kernel name -> Resources for every family, compiled for ``arch`` with the default tunables."""
+    out = {}
+    for family in kernels.families():
+        out.update(compile_family(family, arch).resources)
+    return out
+
+
+def resource_table(archs=ARCHS) -> str:
+    """A markdown table: per kernel and arch, registers / spill bytes / static smem and the occupancy
+    that buys at the launcher's block size, beside the kernel's budget."""
+    per_arch = {arch: resources(arch) for arch in archs}
+    names = [k for fam in kernels.families() for k in kernels.kernel_names(fam)]
+    major, minor = version()
+    lines = [
+        "# Kernel resources",
+        "",
+        f"Generated by `python -m gpubp.nvrtc > docs/kernel-resources.md` with NVRTC {major}.{minor} "
+        "(`--ptxas-options=-v`, default tunables); do not edit by hand.",
+        "",
+        "Each cell: registers / spill bytes (stores+loads) / static shared memory (bytes) → theoretical occupancy "
+        "at the launcher's block size.  Stack frames are 0 for every kernel (checked by tests/test_nvrtc.py).",
+        "",
+        "| kernel | budget: regs / smem (B) | occupancy at budget, sm_80 | " + " | ".join(archs) + " |",
+        "|---|---|---|" + "---|" * len(archs),
+    ]
+    for name in names:
+        budget = BUDGETS[name]
+        cells = []
+        for arch in archs:
+            r = per_arch[arch][name]
+            occ = occupancy(arch, budget.threads, r.registers, r.smem)
+            cells.append(f"{r.registers} / {r.spill_stores + r.spill_loads} / {r.smem} → {occ:.0%}")
+        lines.append(f"| `{name}` | {budget.registers} / {budget.smem} | {budget.target} | " + " | ".join(cells) + " |")
+    lines += ["", "Budgets (`gpubp.nvrtc.BUDGETS`): " + BUDGET_RATIONALE, ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv:
+        print("usage: python -m gpubp.nvrtc > docs/kernel-resources.md", file=sys.stderr)
+        return 2
+    sys.stdout.write(resource_table())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,86 @@
+"""The NumPy reference of every kernel in ``kernels/*.cu``: the source of truth
+the kernels are tested against.
+
+Each function has the signature of its launcher in ``gpubp.launchers`` minus
+``ks`` and ``naive``: same argument names and order, same outputs written in
+place.  The inputs may be float32 or float64; the math is done in float64 and
+the results are cast into the given output arrays (pass float64 outputs to keep
+them unrounded).  The one dtype-dependent constant, the cross-entropy clamp ε,
+is picked by the dtype of ``a``.
+
+Shapes: B = batch, I = inputs, O = outputs; batch-first, row-major.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+#: clamp of the cross-entropy logarithms per dtype (kernels/delta.cu: ce_eps<T>()).
+#: One definition, shared with the NumPy cost functions.
+from gpubp.costs import CE_EPS
+
+__all__ = ["CE_EPS", "sigmoid", "bias_sigmoid", "sigmoid_delta", "output_delta", "weight_grad", "weight_grad_sgd"]
+
+
+def _f64(x):
+    return np.asarray(x, dtype=np.float64)
+
+
+def sigmoid(x):
+    """σ(x) = 1 / (1 + exp(−x)) in the form that never overflows (as kernels/forward.cu):
+    with e = exp(−|x|), σ = 1 / (1 + e) for x >= 0 and e / (1 + e) for x < 0."""
+    x = np.asarray(x)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def bias_sigmoid(z, b):
+    """z ← σ(z + b) in place; z: B×O, b: O."""
+    z[...] = sigmoid(_f64(z) + _f64(b))
+
+
+def sigmoid_delta(g, a, delta):
+    """delta = g ⊙ a ⊙ (1 − a); delta may be g."""
+    a64 = _f64(a)
+    delta[...] = _f64(g) * a64 * (1 - a64)
+
+
+def output_delta(kind, a, y, delta, loss=None, *, scale=1.0):
+    """delta = scale · δ_L and loss[r] = the unscaled per-sample cost (if ``loss`` is given):
+    mse:            δ_L = (a − y) ⊙ a ⊙ (1 − a),  loss = ½ Σ_c (a − y)²
+    cross_entropy:  δ_L = a − y,                  loss = −Σ_c [y ln max(a, ε) + (1 − y) ln max(1 − a, ε)]"""
+    a64, y64 = _f64(a), _f64(y)
+    if kind == "mse":
+        d = (a64 - y64) * a64 * (1 - a64)
+        per_element = 0.5 * (a64 - y64) ** 2
+    elif kind == "cross_entropy":
+        eps = CE_EPS[np.dtype(a.dtype)]
+        d = a64 - y64
+        per_element = -(y64 * np.log(np.maximum(a64, eps)) + (1 - y64) * np.log(np.maximum(1 - a64, eps)))
+    else:
+        raise ValueError(f"output_delta: kind must be 'mse' or 'cross_entropy', got {kind!r}")
+    delta[...] = scale * d
+    if loss is not None:
+        loss[...] = per_element.sum(axis=1)
+
+
+def weight_grad(A, D, dW, db=None, *, scale=1.0):
+    """dW = scale · Aᵀ D (I×O); db = scale · Σ_r D[r, :] (O) if given."""
+    D64 = _f64(D)
+    dW[...] = scale * (_f64(A).T @ D64)
+    if db is not None:
+        db[...] = scale * D64.sum(axis=0)
+
+
+def weight_grad_sgd(A, D, W, b, vW=None, vb=None, *, scale=1.0, eta, lmbda=0.0, mu=0.0):
+    """g = scale · Aᵀ D + lmbda · W;  vW ← mu · vW + g;  W ← W − eta · vW   (W ← W − eta · g without vW)
+    gb = scale · Σ_r D[r, :];       vb ← mu · vb + gb; b ← b − eta · vb   (b ← b − eta · gb without vb)"""
+    if mu != 0 and (vW is None or vb is None):
+        raise ValueError(f"weight_grad_sgd: mu = {mu} needs momentum buffers; pass vW and vb")
+    W64 = _f64(W)
+    g = scale * (_f64(A).T @ _f64(D)) + lmbda * W64
+    gb = scale * _f64(D).sum(axis=0)
+    for p, v, grad in ((W, vW, g), (b, vb, gb)):
+        if v is not None:
+            grad = mu * _f64(v) + grad
+            v[...] = grad
+        p[...] = _f64(p) - eta * grad

@@ -1,0 +1,161 @@
+/*
+ * delta.cu -- the error δ of each layer (BP1 and BP2 of backpropagation).
+ *
+ * Math (batch-first, row-major; B = batch, O = outputs of the layer; a = σ(z),
+ * so σ'(z) = a ⊙ (1 − a)):
+ *
+ *   hidden layer (BP2), g = δ_{l+1} W_{l+1}ᵀ from the GEMM:
+ *     sigmoid_delta:      delta = g ⊙ a ⊙ (1 − a)                        (n = B*O elements)
+ *
+ *   output layer (BP1), y = targets, scale = 1/B for a batch mean:
+ *     output_delta_mse:   delta[r, c] = scale · (a − y) ⊙ a ⊙ (1 − a)
+ *                         loss[r]     = ½ Σ_c (a − y)²
+ *     output_delta_ce:    delta[r, c] = scale · (a − y)     (sigmoid + cross-entropy: σ' cancels)
+ *                         loss[r]     = −Σ_c [y ln max(a, ε) + (1 − y) ln max(1 − a, ε)]
+ *                         ε = 1e-7 (float), 1e-12 (double): gpubp.reference.CE_EPS
+ *   loss is per sample and unscaled; loss may be NULL (then it is not computed).
+ *
+ * Layout: g, a, y, delta are B×O row-major (x[r, c] at x[r*O + c]); loss has B.
+ * Outputs: delta and loss are overwritten; nothing is accumulated. delta may
+ * alias g in sigmoid_delta (each thread reads g[i] before it writes delta[i]),
+ * so neither pointer is __restrict__.
+ *
+ * Kernels, each as _f32 (T = float) and _f64 (T = double):
+ *   sigmoid_delta_naive     one thread per element; 1-D, any block size,
+ *                           grid = ceil_div(n, block).
+ *   sigmoid_delta           EPT elements per thread spaced blockDim.x apart, all
+ *                           loads issued before the math; grid = ceil_div(n, block*EPT).
+ *   output_delta_{mse,ce}_naive  one thread per row r: loops over the O columns,
+ *                           writes delta[r, :] and sums loss[r] serially (warps
+ *                           read with stride O: uncoalesced); 1-D, any block size,
+ *                           grid = ceil_div(B, block).
+ *   output_delta_{mse,ce}   a block of ROW_THREADS × ROWS_PER_BLOCK threads owns
+ *                           ROWS_PER_BLOCK rows; the ROW_THREADS threads of a row
+ *                           stride over its columns (coalesced), each keeping a
+ *                           partial loss, then the row's partials are summed by a
+ *                           shared-memory tree reduction (barriers, no warp shuffles).
+ *                           launch: block = (ROW_THREADS, ROWS_PER_BLOCK) exactly,
+ *                           grid = ceil_div(B, ROWS_PER_BLOCK).
+ *
+ * Bytes per element (f32), fused vs the obvious CuPy expressions:
+ *   sigmoid_delta   reads g, a, writes delta: 12 B;  `g * a * (1 - a)`: 3 passes, 32 B.
+ *   output_delta    reads a, y, writes delta: 12 B (+ 4 B per row of loss); unfused,
+ *                   mse: delta 5 passes + loss 3 passes ≈ 76 B; ce: ≈ 100 B (two clamped logs).
+ *
+ * Indices are 32-bit: the launcher requires B*O <= 2^31 - 2^16 (room for the
+ * last block's overshoot past the end).
+ */
+
+#ifndef EPT
+#define EPT 4               // elements per thread in the fast sigmoid_delta
+#endif
+#ifndef ROW_THREADS
+#define ROW_THREADS 32      // threads sharing one row in the fast output_delta (a power of 2)
+#endif
+#ifndef ROWS_PER_BLOCK
+#define ROWS_PER_BLOCK 8    // rows per block in the fast output_delta
+#endif
+static_assert((ROW_THREADS & (ROW_THREADS - 1)) == 0, "ROW_THREADS must be a power of 2 (tree reduction)");
+
+// log / max for each T, spelled out so that no overload resolution is left to the compiler.
+__device__ inline float log_t(float x) { return logf(x); }
+__device__ inline double log_t(double x) { return log(x); }
+__device__ inline float max_t(float x, float y) { return fmaxf(x, y); }
+__device__ inline double max_t(double x, double y) { return fmax(x, y); }
+
+template <typename T> __device__ inline T ce_eps();
+template <> __device__ inline float ce_eps<float>() { return 1e-7f; }
+template <> __device__ inline double ce_eps<double>() { return 1e-12; }
+
+// The two costs, one element at a time: delta (before scale) and the loss term.
+struct Mse {
+    template <typename T> __device__ static T delta(T a, T y) { return (a - y) * a * (T(1) - a); }
+    template <typename T> __device__ static T loss(T a, T y) { return T(0.5) * (a - y) * (a - y); }
+};
+struct CrossEntropy {
+    template <typename T> __device__ static T delta(T a, T y) { return a - y; }
+    template <typename T> __device__ static T loss(T a, T y) {
+        return -(y * log_t(max_t(a, ce_eps<T>())) + (T(1) - y) * log_t(max_t(T(1) - a, ce_eps<T>())));
+    }
+};
+
+// ---------------------------------------------------------------------------
+// sigmoid_delta, naive: one thread per element.
+template <typename T>
+__device__ void sigmoid_delta_naive(const T* g, const T* a, T* delta, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) delta[i] = g[i] * a[i] * (T(1) - a[i]);
+}
+
+// sigmoid_delta, fast: EPT elements per thread, loads first.
+template <typename T>
+__device__ void sigmoid_delta_fast(const T* g, const T* a, T* delta, int n) {
+    int base = blockIdx.x * blockDim.x * EPT + threadIdx.x;
+    T gk[EPT], ak[EPT];
+#pragma unroll
+    for (int k = 0; k < EPT; k++) {
+        int i = base + k * blockDim.x;
+        gk[k] = i < n ? g[i] : T(0);
+        ak[k] = i < n ? a[i] : T(0);
+    }
+#pragma unroll
+    for (int k = 0; k < EPT; k++) {
+        int i = base + k * blockDim.x;
+        if (i < n) delta[i] = gk[k] * ak[k] * (T(1) - ak[k]);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// output_delta, naive: one thread per row, serial over the columns.
+template <typename Cost, typename T>
+__device__ void output_delta_naive(const T* a, const T* y, T* delta, T* loss, int B, int O, T scale) {
+    int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r < B) {
+        T sum = T(0);
+        for (int c = 0; c < O; c++) {
+            int i = r * O + c;
+            delta[i] = scale * Cost::delta(a[i], y[i]);
+            sum += Cost::loss(a[i], y[i]);
+        }
+        if (loss != nullptr) loss[r] = sum;
+    }
+}
+
+// output_delta, fast: ROW_THREADS threads per row, shared-memory tree reduction for the loss.
+template <typename Cost, typename T>
+__device__ void output_delta_fast(const T* a, const T* y, T* delta, T* loss, int B, int O, T scale) {
+    __shared__ T partial[ROWS_PER_BLOCK][ROW_THREADS];    // partial[ty][tx]: loss of row r, columns tx, tx+ROW_THREADS, ...
+    int tx = threadIdx.x, ty = threadIdx.y;
+    int r = blockIdx.x * ROWS_PER_BLOCK + ty;
+    T sum = T(0);
+    if (r < B) {
+        for (int c = tx; c < O; c += ROW_THREADS) {
+            int i = r * O + c;
+            delta[i] = scale * Cost::delta(a[i], y[i]);
+            sum += Cost::loss(a[i], y[i]);
+        }
+    }
+    if (loss == nullptr) return;  // uniform over the block: no thread is left waiting at a barrier
+    partial[ty][tx] = sum;        // rows r >= B contribute 0 and are never stored
+    __syncthreads();              // every partial[ty][:] is written before any thread reads its neighbour's
+    for (int stride = ROW_THREADS / 2; stride > 0; stride /= 2) {
+        if (tx < stride) partial[ty][tx] += partial[ty][tx + stride];
+        __syncthreads();          // this level's sums are complete before the next level reads them
+    }
+    if (tx == 0 && r < B) loss[r] = partial[ty][0];
+}
+
+extern "C" __global__ void sigmoid_delta_naive_f32(const float* g, const float* a, float* delta, int n) { sigmoid_delta_naive(g, a, delta, n); }
+extern "C" __global__ void sigmoid_delta_naive_f64(const double* g, const double* a, double* delta, int n) { sigmoid_delta_naive(g, a, delta, n); }
+extern "C" __global__ void sigmoid_delta_f32(const float* g, const float* a, float* delta, int n) { sigmoid_delta_fast(g, a, delta, n); }
+extern "C" __global__ void sigmoid_delta_f64(const double* g, const double* a, double* delta, int n) { sigmoid_delta_fast(g, a, delta, n); }
+
+extern "C" __global__ void output_delta_mse_naive_f32(const float* a, const float* y, float* delta, float* loss, int B, int O, float scale) { output_delta_naive<Mse>(a, y, delta, loss, B, O, scale); }
+extern "C" __global__ void output_delta_mse_naive_f64(const double* a, const double* y, double* delta, double* loss, int B, int O, double scale) { output_delta_naive<Mse>(a, y, delta, loss, B, O, scale); }
+extern "C" __global__ void output_delta_mse_f32(const float* a, const float* y, float* delta, float* loss, int B, int O, float scale) { output_delta_fast<Mse>(a, y, delta, loss, B, O, scale); }
+extern "C" __global__ void output_delta_mse_f64(const double* a, const double* y, double* delta, double* loss, int B, int O, double scale) { output_delta_fast<Mse>(a, y, delta, loss, B, O, scale); }
+
+extern "C" __global__ void output_delta_ce_naive_f32(const float* a, const float* y, float* delta, float* loss, int B, int O, float scale) { output_delta_naive<CrossEntropy>(a, y, delta, loss, B, O, scale); }
+extern "C" __global__ void output_delta_ce_naive_f64(const double* a, const double* y, double* delta, double* loss, int B, int O, double scale) { output_delta_naive<CrossEntropy>(a, y, delta, loss, B, O, scale); }
+extern "C" __global__ void output_delta_ce_f32(const float* a, const float* y, float* delta, float* loss, int B, int O, float scale) { output_delta_fast<CrossEntropy>(a, y, delta, loss, B, O, scale); }
+extern "C" __global__ void output_delta_ce_f64(const double* a, const double* y, double* delta, double* loss, int B, int O, double scale) { output_delta_fast<CrossEntropy>(a, y, delta, loss, B, O, scale); }
