@@ -58,7 +58,7 @@ class ArrayBackend:
     def _scratch(self, shape, dtype, role):
         """A scratch array per (shape, dtype, role): arrays of different roles
         never alias, even when their shapes happen to agree."""
-        key = (tuple(shape), np.dtype(dtype), role)
+        key = (shape, dtype, role)       # shapes and dtypes come from arrays: already hashable
         t = self._scratch_arrays.get(key)
         if t is None:
             t = self._scratch_arrays[key] = self.xp.empty(shape, dtype=dtype)
@@ -172,7 +172,7 @@ class NumpyBackend(ArrayBackend):
         eta_delta = self._scratch(delta.shape, delta.dtype, "eta_delta")
         np.multiply(delta, eta * scale, out=eta_delta)     # η·δ
         np.matmul(a_prev.T, eta_delta, out=dW)             # η·∂C/∂W = a_prevᵀ (η δ)
-        np.sum(eta_delta, axis=0, out=db)                  # η·∂C/∂b
+        np.add.reduce(eta_delta, axis=0, out=db)           # η·∂C/∂b
         if lmbda:
             W *= 1.0 - eta * lmbda                    # W − η(∂C/∂W + λW) = (1 − ηλ)W − η ∂C/∂W
         W -= dW

@@ -168,11 +168,11 @@ def step_cases(sizes, B, loss, backends=("numpy",), torch_devices=("cpu",), seed
 
         def check(model=model, Xd=Xd, Yd=Yd, idxd=idxd, name=name):
             m = MLP(sizes, loss=loss, backend=model.backend, seed=seed)
-            m._train_on(Xd, Yd, idxd, ETA, 0.0, 0.0)
+            m._train_on(Xd, Yd, idxd, ETA, 0.0, 0.0, with_loss=False)
             _check_params(f"gpubp {name}", m.weights, m.biases, ref)
 
         hyper = model._check_hyper(ETA, 0.0, 0.0)
-        step = (lambda model=model, Xd=Xd, Yd=Yd, idxd=idxd: model._train_on(Xd, Yd, idxd, *hyper))
+        step = (lambda model=model, Xd=Xd, Yd=Yd, idxd=idxd: model._train_on(Xd, Yd, idxd, *hyper, with_loss=False))
         cases.append(Case("step", label, f"gpubp {name}", device, step, check, floor=(label, f"GEMM floor {name}"),
                           flops=step_flops(sizes, B)))
         cases.append(gemm_floor_case(model, B, label, device, name))
@@ -414,27 +414,6 @@ def e2e_case(backend_name, epochs=3):
 
 
 # -- timing --------------------------------------------------------------------------------------
-def time_cpu(fn, min_time=0.5, min_samples=5):
-    """Per-call times (s): calls are batched so each timed batch lasts ≥ 5 ms."""
-    fn()
-    n, t = 1, 0.0
-    while True:
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        t = time.perf_counter() - t0
-        if t >= 0.005 or n >= 1 << 20:
-            break
-        n *= 2
-    samples, end = [], time.perf_counter() + min_time
-    while len(samples) < min_samples or time.perf_counter() < end:
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        samples.append((time.perf_counter() - t0) / n)
-    return samples, n * len(samples)
-
-
 def time_gpu(fn, min_time=0.5):
     """Per-call GPU times (s) from CUDA events (cupyx.profiler.benchmark)."""
     from cupyx.profiler import benchmark
@@ -467,19 +446,45 @@ def gpu_peaks():
         return None, None, f"device peaks unavailable: {e}"
 
 
-def run_case(case: Case, quick=False, peaks=(None, None)) -> Row:
+def time_cpu_interleaved(fns, min_time=0.5, rounds=None):
+    """Per-call times (s) of several functions timed in alternating rounds
+    (A B C A B C …), so that drift in the machine's speed (a shared VM's
+    neighbours, frequency changes) falls on all of them alike and their
+    ratios stay honest.  Each round times one auto-ranged batch of calls."""
+    batch = []
+    for fn in fns:                       # warm up and size each batch to ≥ 5 ms
+        fn()
+        n = 1
+        while True:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            if time.perf_counter() - t0 >= 0.005 or n >= 1 << 20:
+                break
+            n *= 2
+        batch.append(n)
+    samples = [[] for _ in fns]
+    end = time.perf_counter() + min_time * len(fns)
+    k = 0
+    while k < (rounds or 5) or (rounds is None and time.perf_counter() < end):
+        for i, fn in enumerate(fns):
+            n = batch[i]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            samples[i].append((time.perf_counter() - t0) / n)
+        k += 1
+    return [(s, batch[i] * len(s)) for i, s in enumerate(samples)]
+
+
+def _new_row(case: Case) -> Row:
     row = Row(case.group, case.case, case.impl, case.device, flops=case.flops, bytes=case.bytes, floor=case.floor)
     if case.fn is None:
         row.note = f"unavailable: {case.unavailable}"
-        return row
-    time.sleep(SETTLE_S if not quick else SETTLE_S / 3)
-    if case.check is not None:
-        case.check()          # a mismatch raises: never time a wrong answer
-    min_time = 0.15 if quick else 0.6
-    if case.device == "gpu":
-        samples, n = time_gpu(case.fn, min_time)
-    else:
-        samples, n = time_cpu(case.fn, min_time, min_samples=3 if case.group == "e2e" else 5)
+    return row
+
+
+def _finish_row(row: Row, case: Case, samples, n, peaks) -> Row:
     row.median_s = statistics.median(samples)
     q = np.percentile(samples, [25, 75])
     row.spread_s, row.n_calls = float(q[1] - q[0]), n
@@ -496,6 +501,44 @@ def run_case(case: Case, quick=False, peaks=(None, None)) -> Row:
         if tf and row.tflops:
             row.peak_flops_fraction = row.tflops / tf
     return row
+
+
+def _pool(case: Case) -> str:
+    """Which thread pool a case runs on: cases of one pool are timed together,
+    interleaved; a different pool starts after a pause (see SETTLE_S)."""
+    if case.device == "gpu":
+        return "gpu"
+    return "torch" if case.impl.startswith("torch") else "numpy"
+
+
+def run_cases(cases, quick=False, peaks=(None, None)) -> list:
+    """Check every case (a mismatch raises: never time a wrong answer), then
+    time them: consecutive CPU cases of one thread pool interleaved, GPU cases
+    with CUDA events one by one."""
+    min_time = 0.15 if quick else 0.6
+    rows = [_new_row(c) for c in cases]
+    live = [(c, r) for c, r in zip(cases, rows) if c.fn is not None]
+    for case, _ in live:
+        if case.check is not None:
+            case.check()
+    groups = []
+    for case, row in live:
+        key = (_pool(case), case.case)
+        if groups and groups[-1][0] == key and key[0] != "gpu":
+            groups[-1][1].append((case, row))
+        else:
+            groups.append((key, [(case, row)]))
+    for (pool, _), members in groups:
+        time.sleep(SETTLE_S / 3 if quick else SETTLE_S)
+        if pool == "gpu":
+            (case, row), = members
+            _finish_row(row, case, *time_gpu(case.fn, min_time), peaks)
+        else:
+            rounds = 3 if members[0][0].group == "e2e" else None
+            timed = time_cpu_interleaved([c.fn for c, _ in members], min_time, rounds)
+            for (case, row), (samples, n) in zip(members, timed):
+                _finish_row(row, case, samples, n, peaks)
+    return rows
 
 
 # -- the suite -------------------------------------------------------------------------------------
@@ -565,10 +608,13 @@ def run(backends=None, nets=None, quick=False, groups=("step", "kernel", "e2e"),
             cases += kernel_cases(name)
     if "e2e" in groups:
         cases += [e2e_case(name, epochs=2 if quick else 5) for name in backends]
-    for case in cases:
-        row = run_case(case, quick, peaks[:2])
-        report.rows.append(row)
-        log(_row_line(row))
+    by_case = {}
+    for case in cases:                     # the cases of one comparison run together
+        by_case.setdefault((case.group, case.case), []).append(case)
+    for group in by_case.values():
+        for row in run_cases(group, quick, peaks[:2]):
+            report.rows.append(row)
+            log(_row_line(row))
     _fill_ratios(report.rows)
     return report
 
@@ -633,11 +679,13 @@ def plot(report: Report, path) -> str | None:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return "matplotlib is not installed (pip install 'gpubp[bench]'): no plot"
     steps = [r for r in report.rows if r.group == "step"]
     cases = list(dict.fromkeys(r.case for r in steps))
-    impls = [i for i in dict.fromkeys(r.impl for r in steps) if not i.startswith("GEMM floor")]
+    impls = [i for i in dict.fromkeys(r.impl for r in steps if r.median_s) if not i.startswith("GEMM floor")]
+    missing = {r.impl: r.note for r in steps if not r.median_s and r.impl not in impls}
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(15, 6), gridspec_kw={"width_ratios": [3, 2]})
     width = 0.8 / max(1, len(impls))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -654,12 +702,18 @@ def plot(report: Report, path) -> str | None:
                 ax.hlines(f * 1e3, i - 0.45, i + 0.45, colors="black", linestyles=style, linewidth=2,
                           label=f"GEMM floor {dev}" if i == 0 else None)
     ax.set_yscale("log")
+    def short(c):   # "[784, 30, 10] b10 mse" → "784-30-10\nbatch 10\nmse"
+        net, rest = c.split("] ")
+        B, loss = rest.split(" ", 1)
+        return f"{net.strip('[').replace(', ', '-')}\nbatch {B[1:]}\n{loss.replace('cross_entropy', 'cross-entropy')}"
     ax.set_xticks(x)
-    ax.set_xticklabels([c.replace(" b", "\nbatch ").replace(" mse", "\nmse").replace(" cross_entropy", "\ncross-entropy")
-                        for c in cases], fontsize=8)
+    ax.set_xticklabels([short(c) for c in cases], fontsize=8)
+    if missing:
+        ax.text(0.01, 0.99, "\n".join(f"{k}: {v}" for k, v in missing.items()), transform=ax.transAxes,
+                fontsize=7, va="top", ha="left", color="dimgray", wrap=True)
     ax.set_ylabel("time per SGD step (ms, log scale)")
     ax.set_title("One training step: gpubp against baselines (black: GEMM floor)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, 0.94))
     ax.grid(axis="y", which="both", alpha=0.3)
     # speed-up over the obvious NumPy step
     ref = {c: next((r.median_s for r in steps if r.case == c and r.impl == "obvious numpy" and r.median_s), None)
@@ -671,9 +725,10 @@ def plot(report: Report, path) -> str | None:
     ax2.axhline(1.0, color="gray", linewidth=1)
     ax2.set_yscale("log")
     ax2.set_xticks(x)
-    ax2.set_xticklabels([c.split(" b")[0].replace(", ", ",") + "\n" + c.split(" ")[-1] for c in cases],
-                        fontsize=7, rotation=30)
-    ax2.set_ylabel("speed-up over the obvious NumPy step (x, log scale)")
+    ax2.set_xticklabels([short(c) for c in cases], fontsize=6)
+    ax2.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax2.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x" if v in (0.2, 0.5, 2, 5) else ""))
+    ax2.set_ylabel("speed-up over the obvious NumPy step (log scale)")
     ax2.set_title("Speed-up (higher is better)")
     ax2.legend(fontsize=8)
     ax2.grid(which="both", alpha=0.3)

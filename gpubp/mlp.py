@@ -10,9 +10,9 @@ The code follows the four BP equations, with layers l = 1 … L and a[0] = x
     (BP3) biases   ∂C/∂b_l = mean over the batch of δ_l
     (BP4) weights  ∂C/∂W_l = a_{l−1}ᵀ δ_l / B   (the sum of per-sample outer products)
 
-The batch cost is the mean per-sample cost, so every gradient carries 1/B.
-It is applied once, to δ_L (``scale`` below); BP2 is linear in δ, so it
-reaches every layer.
+The batch cost is the mean per-sample cost, so every gradient carries 1/B:
+the δ_l below are per-sample errors, and the 1/B is applied where BP3/BP4
+sum them over the batch (``scale=1/B``), fused into that step.
 
 Arrays live on a backend (``gpubp.backend``): NumPy, the emulated CUDA device,
 or CuPy.  This module never asks which; it calls the backend's ops.
@@ -146,11 +146,9 @@ class MLP:
         return a[self.L]
 
     def _backpropagate(self, ws, loss=None):
-        """δ_L (BP1), then δ_l = (δ_{l+1} W_{l+1}ᵀ) ⊙ a_l(1 − a_l) (BP2) down to layer 1.
-
-        δ_L already carries the 1/B of the mean cost, so BP3/BP4 need no scale."""
+        """δ_L (BP1), then δ_l = (δ_{l+1} W_{l+1}ᵀ) ⊙ a_l(1 − a_l) (BP2) down to layer 1."""
         bk, a, delta, L = self.backend, ws.a, ws.delta, self.L
-        bk.output_delta(self.cost, a[L], ws.y, delta[L], loss, scale=1.0 / ws.B)       # BP1
+        bk.output_delta(self.cost, a[L], ws.y, delta[L], loss)                          # BP1
         for l in range(L - 1, 0, -1):
             bk.matmul(delta[l + 1], self.W[l + 1].T, out=delta[l])                     # δ_{l+1} W_{l+1}ᵀ
             bk.sigmoid_delta(delta[l], a[l], delta[l])                                  # ⊙ a_l(1 − a_l)  (BP2)
@@ -178,7 +176,7 @@ class MLP:
         for l in range(1, self.L + 1):
             dW_l = self.backend.empty(self.W[l].shape, self.dtype)
             db_l = self.backend.empty(self.b[l].shape, self.dtype)
-            self.backend.weight_grad(ws.a[l - 1], ws.delta[l], dW_l, db_l)   # a_{l−1}ᵀ δ_l, Σ δ_l
+            self.backend.weight_grad(ws.a[l - 1], ws.delta[l], dW_l, db_l, scale=1.0 / ws.B)  # a_{l−1}ᵀ δ_l / B, Σ δ_l / B
             dW.append(self.backend.to_numpy(dW_l))
             db.append(self.backend.to_numpy(db_l))
         return Gradients(dW, db, float(self.backend.to_numpy(ws.loss).mean()))
@@ -200,13 +198,13 @@ class MLP:
             self.vb = [None] + [self.backend.zeros(b.shape, self.dtype) for b in self.b[1:]]
         return eta, lmbda, mu
 
-    def _train_on(self, X, Y, idx, eta, lmbda, mu):
+    def _train_on(self, X, Y, idx, eta, lmbda, mu, with_loss=True):
         """One step on the rows ``idx`` of the (validated, on-backend) data: gathered
         into the workspace with ``take(out=)``, so nothing is allocated."""
         ws = self._workspace(len(idx))
         self.backend.take_rows(X, idx, out=ws.a[0])
         self.backend.take_rows(Y, idx, out=ws.y)
-        return self._train_step(ws, eta, lmbda, mu)
+        return self._train_step(ws, eta, lmbda, mu, with_loss)
 
     def _train_step(self, ws, eta, lmbda, mu, with_loss=True):
         """Feedforward, backpropagate, and update every layer (W_l −= η ∂C/∂W_l …)."""
@@ -215,7 +213,7 @@ class MLP:
         bk = self.backend
         for l in range(1, self.L + 1):
             vW, vb = (self.vW[l], self.vb[l]) if mu else (None, None)
-            bk.weight_grad_sgd(ws.a[l - 1], ws.delta[l], self.W[l], self.b[l], vW, vb,
+            bk.weight_grad_sgd(ws.a[l - 1], ws.delta[l], self.W[l], self.b[l], vW, vb, scale=1.0 / ws.B,
                                eta=eta, lmbda=lmbda, mu=mu)                        # BP3, BP4, SGD
         if with_loss:
             return float(ws.loss.mean())
