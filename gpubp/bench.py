@@ -772,7 +772,7 @@ def summary(report: Report) -> list[str]:
             for other in ("obvious numpy", "torch cpu", "torch cuda"):
                 o = by.get(other)
                 if o and (o.device == g.device or other == "obvious numpy"):
-                    parts.append(f"{o.median_s / g.median_s:.2f}x faster than {other}")
+                    parts.append(f"{o.median_s / g.median_s:.2f}x the speed of {other}")
             lines.append(", ".join(parts))
     return lines
 
