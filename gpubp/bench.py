@@ -24,7 +24,6 @@ Groups of rows:
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import statistics
@@ -172,7 +171,8 @@ def step_cases(sizes, B, loss, backends=("numpy",), torch_devices=("cpu",), seed
             _check_params(f"gpubp {name}", m.weights, m.biases, ref)
 
         hyper = model._check_hyper(ETA, 0.0, 0.0)
-        step = (lambda model=model, Xd=Xd, Yd=Yd, idxd=idxd: model._train_on(Xd, Yd, idxd, *hyper, with_loss=False))
+        step = (lambda model=model, Xd=Xd, Yd=Yd, idxd=idxd, hyper=hyper:
+                model._train_on(Xd, Yd, idxd, *hyper, with_loss=False))
         cases.append(Case("step", label, f"gpubp {name}", device, step, check, floor=(label, f"GEMM floor {name}"),
                           flops=step_flops(sizes, B)))
         cases.append(gemm_floor_case(model, B, label, device, name))
@@ -718,7 +718,7 @@ def plot(report: Report, path) -> str | None:
     # speed-up over the obvious NumPy step
     ref = {c: next((r.median_s for r in steps if r.case == c and r.impl == "obvious numpy" and r.median_s), None)
            for c in cases}
-    for k, impl in enumerate(i for i in impls if i != "obvious numpy"):
+    for impl in (i for i in impls if i != "obvious numpy"):
         vals = [ref[c] / next((r.median_s for r in steps if r.case == c and r.impl == impl and r.median_s), np.nan)
                 if ref[c] else np.nan for c in cases]
         ax2.plot(x, vals, "o-", label=impl, color=colors[(impls.index(impl)) % len(colors)])

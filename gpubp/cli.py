@@ -85,7 +85,7 @@ def cmd_info(args) -> int:
     print(f"gpubp {__version__}")
     print(f"python {platform.python_version()} on {platform.machine()}, numpy {np.__version__}")
     ok, why = cuda_status()
-    print(f"backend numpy: available")
+    print("backend numpy: available")
     cxx = shutil.which("g++") or shutil.which("c++")
     print(f"backend emulated: {'available (C++ compiler ' + cxx + ')' if cxx else 'unavailable: no C++ compiler (apt-get install g++)'}")
     print(f"backend cupy: {'available' if ok else 'unavailable'}: {why}")

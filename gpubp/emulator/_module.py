@@ -215,7 +215,7 @@ class EmulatedKernel:
 
     def _check_overlap(self, buffers, where):
         spans = sorted((ptr, ptr + n, users) for ptr, n, users in buffers if n)
-        for (lo1, hi1, u1), (lo2, hi2, u2) in zip(spans, spans[1:]):
+        for (_, hi1, u1), (lo2, _, u2) in zip(spans, spans[1:]):
             if lo2 < hi1:
                 raise ValueError(f"{where}: parameters {self._params[u1[0]].name!r} and {self._params[u2[0]].name!r} "
                                  f"are partially overlapping arrays; pass the same array or disjoint arrays")
