@@ -52,6 +52,15 @@ class ArrayBackend:
         """out = X[idx]: gather a mini-batch."""
         self.xp.take(X, idx, axis=0, out=out)
 
+    def run_step(self, step, idx, key=None, keep=()):
+        """Run ``step(idx)``, one training step's device work.  A backend may
+        capture it once per ``key`` and replay it (CUDA graphs); ``keep``
+        holds what a captured step refers to."""
+        step(idx)
+
+    def release_steps(self):
+        """Forget captured steps (and the arrays they kept alive)."""
+
     def synchronize(self):
         """Wait for queued device work (a no-op on the CPU)."""
 

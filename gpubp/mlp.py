@@ -185,7 +185,8 @@ class MLP:
         """One mini-batch SGD step on (X, y); returns the batch's mean cost before the step."""
         ws = self._workspace(len(check_X(X, self.sizes[0])))
         self._load_batch(ws, X, y)
-        return self._train_step(ws, *self._check_hyper(lr, weight_decay, momentum))
+        self._train_step(ws, *self._check_hyper(lr, weight_decay, momentum))
+        return float(ws.loss.mean())
 
     def _check_hyper(self, lr, weight_decay, momentum):
         eta = check_positive("lr", lr)
@@ -199,15 +200,25 @@ class MLP:
         return eta, lmbda, mu
 
     def _train_on(self, X, Y, idx, eta, lmbda, mu, with_loss=True):
-        """One step on the rows ``idx`` of the (validated, on-backend) data: gathered
-        into the workspace with ``take(out=)``, so nothing is allocated."""
+        """One step on the rows ``idx`` of the (validated, on-backend) data:
+        gathered into the workspace with ``take(out=)``, so nothing is
+        allocated.  The backend runs it (``run_step``: directly, or replayed
+        as a CUDA graph); returns the batch's mean cost if ``with_loss``."""
         ws = self._workspace(len(idx))
-        self.backend.take_rows(X, idx, out=ws.a[0])
-        self.backend.take_rows(Y, idx, out=ws.y)
-        return self._train_step(ws, eta, lmbda, mu, with_loss)
+
+        def gather_and_step(idx):
+            self.backend.take_rows(X, idx, out=ws.a[0])
+            self.backend.take_rows(Y, idx, out=ws.y)
+            self._train_step(ws, eta, lmbda, mu, with_loss)
+
+        # the key names everything a captured graph bakes in: arrays (kept alive by the backend) and scalars
+        self.backend.run_step(gather_and_step, idx, key=(id(X), id(Y), id(ws), eta, lmbda, mu, with_loss),
+                              keep=(X, Y, ws))
+        return float(ws.loss.mean()) if with_loss else None
 
     def _train_step(self, ws, eta, lmbda, mu, with_loss=True):
-        """Feedforward, backpropagate, and update every layer (W_l −= η ∂C/∂W_l …)."""
+        """Feedforward, backpropagate, and update every layer (W_l −= η ∂C/∂W_l …).
+        Device work only: nothing here waits for the device."""
         self._feedforward(ws)
         self._backpropagate(ws, loss=ws.loss if with_loss else None)
         bk = self.backend
@@ -215,9 +226,6 @@ class MLP:
             vW, vb = (self.vW[l], self.vb[l]) if mu else (None, None)
             bk.weight_grad_sgd(ws.a[l - 1], ws.delta[l], self.W[l], self.b[l], vW, vb, scale=1.0 / ws.B,
                                eta=eta, lmbda=lmbda, mu=mu)                        # BP3, BP4, SGD
-        if with_loss:
-            return float(ws.loss.mean())
-        return None
 
     def fit(self, X, y, epochs=10, batch_size=10, lr=0.5, weight_decay=0.0, momentum=0.0,
             shuffle=True, test_data=None, progress=None, callback=None) -> History:
@@ -244,8 +252,11 @@ class MLP:
         steps = -(-n // B)
         bar = Progress(epochs * steps, enabled=progress)
         hist = History()
-        with np.errstate(over="ignore", invalid="ignore"):   # a diverging loss is reported below, by name
-            self._fit_epochs(X, Y, int(epochs), B, steps, shuffle, eta, lmbda, mu, test_data, callback, bar, hist)
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):   # a diverging loss is reported below, by name
+                self._fit_epochs(X, Y, int(epochs), B, steps, shuffle, eta, lmbda, mu, test_data, callback, bar, hist)
+        finally:
+            bk.release_steps()           # captured graphs hold this fit's data arrays
         bar.close()
         return hist
 

@@ -90,3 +90,23 @@ def test_custom_cost_is_refused_by_kernels():
     net = MLP([2, 2], loss=Hinge, backend="emulated")
     with pytest.raises(ValueError, match="kernels implement the costs .* not 'hinge'"):
         net.step(np.zeros((1, 2)), np.array([[0.0, 1.0]]), lr=0.1)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_cuda_graph_fit_matches_numpy(loss):
+    need("cupy")
+    rng = np.random.default_rng(7)
+    X, y = rng.random((105, 13)), rng.integers(0, 5, 105)   # batches of 10 and a last one of 5: two graphs
+    ref = MLP([13, 17, 5], loss=loss, backend="numpy", seed=3)
+    dev = MLP([13, 17, 5], loss=loss, backend="cupy", seed=3, backend_options={"cuda_graph": True})
+    hists = [n.fit(X, y, epochs=2, batch_size=10, lr=0.8, momentum=0.9, progress=False) for n in (ref, dev)]
+    for l in range(2):
+        assert_close(dev.weights[l], ref.weights[l], np.float32, what=f"W{l + 1} after 22 graph replays")
+    np.testing.assert_allclose(hists[1].loss, hists[0].loss, rtol=1e-5)
+    assert dev.backend._graphs == {}        # released when fit returns
+
+
+def test_cuda_graph_needs_cupy():
+    with pytest.raises(ValueError, match="cuda_graph=True needs the cupy backend"):
+        MLP([2, 2], backend="emulated", backend_options={"cuda_graph": True})
