@@ -155,27 +155,32 @@ def step_cases(sizes, B, loss, backends=("numpy",), torch_devices=("cpu",), seed
     cases = []
     for name in backends:
         device = "gpu" if name == "cupy" else "cpu"
-        try:
-            model = MLP(sizes, loss=loss, backend=name, seed=seed)
-        except Exception as e:
-            reason = str(e)
-            cases += [Case("step", label, f"gpubp {name}", device, None, unavailable=reason),
-                      Case("step", label, f"GEMM floor {name}", device, None, unavailable=reason)]
-            continue
-        bk = model.backend
-        Xd, Yd, idxd = bk.asarray(X, model.dtype), bk.asarray(Y, model.dtype), bk.asarray(idx, np.int64)
+        # on a GPU, also the step replayed as a CUDA graph (launch overhead matters for small nets)
+        variants = [(f"gpubp {name}", {})] + ([("gpubp cupy graph", {"cuda_graph": True})] if name == "cupy" else [])
+        for impl, options in variants:
+            try:
+                model = MLP(sizes, loss=loss, backend=name, seed=seed, backend_options=options)
+            except Exception as e:
+                reason = str(e)
+                cases.append(Case("step", label, impl, device, None, unavailable=reason))
+                if not options:
+                    cases.append(Case("step", label, f"GEMM floor {name}", device, None, unavailable=reason))
+                break
+            bk = model.backend
+            Xd, Yd, idxd = bk.asarray(X, model.dtype), bk.asarray(Y, model.dtype), bk.asarray(idx, np.int64)
 
-        def check(model=model, Xd=Xd, Yd=Yd, idxd=idxd, name=name):
-            m = MLP(sizes, loss=loss, backend=model.backend, seed=seed)
-            m._train_on(Xd, Yd, idxd, ETA, 0.0, 0.0, with_loss=False)
-            _check_params(f"gpubp {name}", m.weights, m.biases, ref)
+            def check(model=model, Xd=Xd, Yd=Yd, idxd=idxd, impl=impl):
+                m = MLP(sizes, loss=loss, backend=model.backend, seed=seed)
+                m._train_on(Xd, Yd, idxd, ETA, 0.0, 0.0, with_loss=False)
+                _check_params(impl, m.weights, m.biases, ref)
 
-        hyper = model._check_hyper(ETA, 0.0, 0.0)
-        step = (lambda model=model, Xd=Xd, Yd=Yd, idxd=idxd, hyper=hyper:
-                model._train_on(Xd, Yd, idxd, *hyper, with_loss=False))
-        cases.append(Case("step", label, f"gpubp {name}", device, step, check, floor=(label, f"GEMM floor {name}"),
-                          flops=step_flops(sizes, B)))
-        cases.append(gemm_floor_case(model, B, label, device, name))
+            hyper = model._check_hyper(ETA, 0.0, 0.0)
+            step = (lambda model=model, Xd=Xd, Yd=Yd, idxd=idxd, hyper=hyper:
+                    model._train_on(Xd, Yd, idxd, *hyper, with_loss=False))
+            cases.append(Case("step", label, impl, device, step, check, floor=(label, f"GEMM floor {name}"),
+                              flops=step_flops(sizes, B)))
+            if not options:
+                cases.append(gemm_floor_case(model, B, label, device, name))
     cases.append(_obvious_case(model0, X, Y, idx, loss, label, ref))
     for dev in torch_devices:
         cases.append(torch_step_case(model0, X, Y, idx, loss, label, dev, ref))
@@ -762,7 +767,7 @@ def summary(report: Report) -> list[str]:
     steps = [r for r in report.rows if r.group == "step" and r.median_s]
     for case in dict.fromkeys(r.case for r in steps):
         by = {r.impl: r for r in steps if r.case == case}
-        for backend in ("numpy", "cupy"):
+        for backend in ("numpy", "cupy", "cupy graph"):
             g = by.get(f"gpubp {backend}")
             if not g:
                 continue
