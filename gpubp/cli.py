@@ -110,6 +110,12 @@ def cmd_bench(args) -> int:
 
     ok, why = cuda_status()
     backends = [b for b in args.backend.split(",") if b] if args.backend else None
+    for b in backends or ():
+        if b not in ("numpy", "cupy"):
+            print(f"error: bench times the numpy and cupy backends, not {b!r}"
+                  + (" (the emulated device is for correctness: it runs every CUDA thread as a fiber)"
+                     if b == "emulated" else ""), file=sys.stderr)
+            return 2
     nets = bench.parse_sizes(args.sizes) if args.sizes else None
     groups = [g for g in args.groups.split(",") if g]
     print(f"gpubp {__version__} benchmark suite{' (quick)' if args.quick else ''}")

@@ -91,3 +91,9 @@ def test_bench_command_quick(tmp_path, capsys):
     assert (f"GPU: {why}" if ok else f"GPU columns are empty: {why}") in out
     assert "| step | [12, 6, 3] b4 mse | gpubp numpy | cpu |" in out
     assert "x its GEMM floor" in out and (tmp_path / "bench.json").exists()
+
+
+def test_bench_refuses_the_emulated_backend(capsys):
+    from gpubp.cli import main
+    assert main(["bench", "--backend", "emulated"]) == 2
+    assert "the emulated device is for correctness" in capsys.readouterr().err
