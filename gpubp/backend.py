@@ -17,6 +17,11 @@ from __future__ import annotations
 import numpy as np
 
 
+def to_numpy(x) -> np.ndarray:
+    """A NumPy array of a NumPy or CuPy array (CuPy arrays copy to the host with ``.get()``)."""
+    return np.asarray(x.get() if hasattr(x, "get") else x)
+
+
 class ArrayBackend:
     """The ops of one BP step written as whole-array expressions on ``xp``.
 
@@ -41,7 +46,7 @@ class ArrayBackend:
         return self.xp.ascontiguousarray(self.xp.asarray(x, dtype=dtype))
 
     def to_numpy(self, x) -> np.ndarray:
-        return np.asarray(x.get() if hasattr(x, "get") else x)
+        return to_numpy(x)
 
     def empty(self, shape, dtype):
         return self.xp.empty(shape, dtype=dtype)

@@ -37,6 +37,7 @@ from . import __version__
 from .backend import cuda_status, get_backend
 from .mlp import MLP
 from .testing import assert_close
+from .validation import check_targets
 
 #: (sizes, batch) of the whole-step cases
 NETS = [([784, 30, 10], 10), ([784, 256, 256, 10], 128), ([784, 1024, 1024, 10], 512)]
@@ -97,9 +98,7 @@ def _batch(sizes, B, seed=0, n=None):
     rng = np.random.default_rng(seed)
     n = n or max(2 * B, 64)
     X = rng.random((n, sizes[0]))
-    labels = rng.integers(0, sizes[-1], n)
-    Y = np.zeros((n, sizes[-1]))
-    Y[np.arange(n), labels] = 1
+    Y = check_targets(rng.integers(0, max(2, sizes[-1]), n), n, sizes[-1], np.float64)   # one-hot
     idx = rng.permutation(n)[:B]
     return X, Y, idx
 

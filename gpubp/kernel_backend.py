@@ -91,7 +91,7 @@ class KernelBackend(ArrayBackend):
 
 
 class CupyBackend(KernelBackend):
-    """CuPy arrays on the current device: host transfers, stream sync, CUDA graphs."""
+    """CuPy arrays on the current device: stream sync and CUDA graphs."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -126,12 +126,6 @@ class CupyBackend(KernelBackend):
 
     def release_steps(self):
         self._graphs.clear()
-
-    def to_numpy(self, x) -> np.ndarray:
-        return x.get() if hasattr(x, "get") else np.asarray(x)
-
-    def take_rows(self, X, idx, out):
-        self.xp.take(X, idx, axis=0, out=out)   # CuPy's take has no mode and makes no temporary
 
     def synchronize(self):
         self.xp.cuda.get_current_stream().synchronize()

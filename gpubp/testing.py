@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .backend import to_numpy
+
 #: relative tolerance per dtype (float32 kernels against a float64 reference,
 #: float64 kernels against a float64 reference).
 RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
@@ -25,10 +27,6 @@ def rtol_for(dtype) -> float:
     except KeyError:
         raise TypeError(f"no tolerance defined for dtype {np.dtype(dtype)}; use float32 or float64") from None
 
-
-def to_numpy(x) -> np.ndarray:
-    """A NumPy copy of a NumPy or CuPy array (CuPy arrays have ``.get()``)."""
-    return np.asarray(x.get() if hasattr(x, "get") else x)
 
 
 def max_abs_diff(actual, expected) -> float:
