@@ -25,8 +25,9 @@ def to_numpy(x) -> np.ndarray:
 class ArrayBackend:
     """The ops of one BP step written as whole-array expressions on ``xp``.
 
-    This is the NumPy backend, and the fallback for every op a kernel backend
-    does not override.  Scratch arrays are kept per (shape, dtype) so no op
+    The base of every backend: ``NumpyBackend`` tunes a few ops for the CPU,
+    the kernel backends replace the elementwise and gradient ops with CUDA
+    kernels.  Scratch arrays are kept per (shape, dtype, role) so no op
     allocates after its first call.
     """
 

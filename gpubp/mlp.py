@@ -158,8 +158,7 @@ class MLP:
         """Output activations a_L for a batch X (n × sizes[0]), as an array of the backend."""
         X = check_X(X, self.sizes[0])
         out = self.backend.empty((len(X), self.sizes[-1]), self.dtype)
-        for start, stop, ws in self._chunks(len(X)):
-            ws.a[0][...] = self.backend.asarray(X[start:stop], self.dtype)
+        for start, stop, ws in self._chunks(X):
             out[start:stop] = self._feedforward(ws)
         return out
 
@@ -287,32 +286,35 @@ class MLP:
             if callback is not None and callback(epoch, hist) is False:
                 break
 
-    def _chunks(self, n, chunk=1024):
-        for start in range(0, n, chunk):
-            stop = min(n, start + chunk)
-            yield start, stop, self._workspace(stop - start)
+    def _chunks(self, X, Y=None, chunk=1024):
+        """(start, stop, workspace) for each chunk of rows, the rows of X (and Y) loaded into it."""
+        for start in range(0, len(X), chunk):
+            stop = min(len(X), start + chunk)
+            ws = self._workspace(stop - start)
+            ws.a[0][...] = self.backend.asarray(X[start:stop], self.dtype)
+            if Y is not None:
+                ws.y[...] = self.backend.asarray(Y[start:stop], self.dtype)
+            yield start, stop, ws
+
+    @staticmethod
+    def _labels(a) -> np.ndarray:
+        """Class labels of outputs or targets: argmax, or > ½ for a single unit."""
+        return (a[:, 0] > 0.5).astype(np.int64) if a.shape[1] == 1 else a.argmax(axis=1)
 
     def predict(self, X) -> np.ndarray:
         """Class labels: argmax of a_L, or a_L > ½ for a 1-unit output (NumPy int array)."""
-        a = self.backend.to_numpy(self.forward(X))
-        return (a[:, 0] > 0.5).astype(np.int64) if a.shape[1] == 1 else a.argmax(axis=1)
+        return self._labels(self.backend.to_numpy(self.forward(X)))
 
     def evaluate(self, X, y) -> dict:
         """{"loss": mean per-sample cost, "accuracy": fraction of correct labels, "n": samples}."""
         X = check_X(X, self.sizes[0])
         Y = check_targets(y, len(X), self.sizes[-1], self.dtype)
         total, correct = 0.0, 0
-        for start, stop, ws in self._chunks(len(X)):
-            ws.a[0][...] = self.backend.asarray(X[start:stop], self.dtype)
-            ws.y[...] = self.backend.asarray(Y[start:stop], self.dtype)
+        for start, stop, ws in self._chunks(X, Y):
             aL = self._feedforward(ws)
             self.backend.loss(self.cost, aL, ws.y, ws.loss)
             total += float(self.backend.to_numpy(ws.loss).astype(np.float64).sum())
-            a, t = self.backend.to_numpy(aL), Y[start:stop]
-            if a.shape[1] == 1:
-                correct += int(((a[:, 0] > 0.5) == (t[:, 0] > 0.5)).sum())
-            else:
-                correct += int((a.argmax(axis=1) == t.argmax(axis=1)).sum())
+            correct += int((self._labels(self.backend.to_numpy(aL)) == self._labels(Y[start:stop])).sum())
         return {"loss": total / len(X), "accuracy": correct / len(X), "n": len(X)}
 
     # -- persistence -----------------------------------------------------------
