@@ -210,19 +210,25 @@ class NumpyBackend(ArrayBackend):
 def cuda_status() -> tuple[bool, str]:
     """(True, description) if CuPy imports and a CUDA device answers, else
     (False, the reason in words, with the fix)."""
+    fix = "use backend='numpy' (or 'emulated') on this machine"
     try:
         import cupy
     except ImportError:
-        return False, ("CuPy is not installed (pip install 'gpubp[gpu]' for CUDA 12, "
-                       "'gpubp[gpu-cuda13]' for CUDA 13)")
+        return False, ("CuPy is not installed: on a machine with an NVIDIA GPU, pip install 'gpubp[gpu]' "
+                       f"for CUDA 12 or 'gpubp[gpu-cuda13]' for CUDA 13; else {fix}")
     except Exception as e:  # a broken CuPy install raises all sorts of things
-        return False, f"CuPy failed to import: {e}"
+        return False, f"CuPy failed to import ({e}); reinstall it, or {fix}"
     try:
         n = cupy.cuda.runtime.getDeviceCount()
     except Exception as e:
-        return False, f"CuPy found no usable CUDA driver/device: {e}"
+        try:
+            v = cupy.cuda.runtime.runtimeGetVersion()
+            need = f"an NVIDIA GPU whose driver supports CUDA {v // 1000}.{v % 1000 // 10} (`nvidia-smi` shows both)"
+        except Exception:
+            need = "an NVIDIA GPU and its driver (`nvidia-smi` shows both)"
+        return False, f"CuPy found no usable CUDA driver/device ({e}); the cupy backend needs {need}, else {fix}"
     if n < 1:
-        return False, "CuPy is installed but there is no CUDA device"
+        return False, f"CuPy is installed but there is no CUDA device; {fix}"
     try:
         props = cupy.cuda.runtime.getDeviceProperties(0)
         name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]

@@ -179,13 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     from .datasets import DatasetUnavailable
+    from .kernels import DeviceUnavailable
     from .mlp import TrainingDiverged
     from .validation import InputError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (InputError, DatasetUnavailable, TrainingDiverged) as e:
+    except (InputError, DatasetUnavailable, DeviceUnavailable, TrainingDiverged) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

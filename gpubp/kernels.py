@@ -107,6 +107,15 @@ def normalize_defines(defines: Mapping[str, int] | None) -> tuple[tuple[str, int
     return tuple(out)
 
 
+#: The options gpubp gives ``cupy.RawModule`` ...
+CUPY_OPTIONS = ("-std=c++17",)
+#: ... and the ones ``cupy.RawModule`` (CuPy 13 and 14, NVRTC) appends itself
+#: (``cupy/cuda/compiler.py``): flush float32 denormals to zero, and functions
+#: are device functions unless said otherwise.  ``gpubp.nvrtc`` compiles with
+#: both, so that its resource report is of the code CuPy loads.
+CUPY_RAWMODULE_ADDS = ("-ftz=true", "--device-as-default-execution-space")
+
+
 def compile_options(defines: tuple[tuple[str, int], ...] = ()) -> tuple[str, ...]:
     """The ``-D`` options for a set of tunables (shared by every compiler that reads the sources)."""
     return tuple(f"-D{name}={value}" for name, value in defines)
@@ -200,7 +209,7 @@ def _cupy(defines: tuple[tuple[str, int], ...]) -> KernelSet:
     cupy = _cupy_or_raise()
 
     def load(family, options):
-        return _CupyModule(cupy.RawModule(code=source(family), options=("-std=c++17",) + options))
+        return _CupyModule(cupy.RawModule(code=source(family), options=CUPY_OPTIONS + options))
 
     return KernelSet("cupy", load, defines)
 

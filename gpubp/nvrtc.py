@@ -3,7 +3,8 @@ and read back what each kernel costs in registers, spills and shared memory.
 
 NVRTC comes from the pip wheel ``nvidia-cuda-nvrtc`` (``pip install 'gpubp[nvrtc]'``)
 and is called through ctypes; nothing else of CUDA is needed.  Each family is
-compiled to a CUBIN with ``-arch=sm_XY --ptxas-options=-v``: ptxas then writes
+compiled to a CUBIN with the options CuPy builds it with plus ``-arch=sm_XY
+--ptxas-options=-v``: ptxas then writes
 its resource report into the program log, one block per kernel::
 
     ptxas info    : Compiling entry function 'weight_grad_f32' for 'sm_80'
@@ -110,6 +111,7 @@ class Resources:
 class Compiled:
     family: str
     arch: str
+    options: tuple      # the NVRTC options it was compiled with
     cubin: bytes
     log: str
     resources: dict     # kernel name -> Resources
@@ -118,7 +120,7 @@ class Compiled:
 def compile_family(family: str, arch: str = "sm_80", defines=None) -> Compiled:
     """Compile ``kernels/<family>.cu`` to a CUBIN for ``arch`` and parse ptxas's resource report."""
     lib = _lib()
-    options = [f"-arch={arch}", "-std=c++17", "--ptxas-options=-v",
+    options = [f"-arch={arch}", *kernels.CUPY_OPTIONS, *kernels.CUPY_RAWMODULE_ADDS, "--ptxas-options=-v",
                *kernels.compile_options(kernels.normalize_defines(defines))]
     prog = ctypes.c_void_p()
     _check(lib.nvrtcCreateProgram(ctypes.byref(prog), kernels.source(family).encode(),
@@ -139,7 +141,7 @@ def compile_family(family: str, arch: str = "sm_80", defines=None) -> Compiled:
         _check(lib.nvrtcGetCUBIN(prog, cubin), "nvrtcGetCUBIN")
     finally:
         lib.nvrtcDestroyProgram(ctypes.byref(prog))
-    return Compiled(family, arch, cubin.raw, log, parse_resource_report(log))
+    return Compiled(family, arch, tuple(options), cubin.raw, log, parse_resource_report(log))
 
 
 _ENTRY = re.compile(r"Compiling entry function '(\w+)' for '(\w+)'")

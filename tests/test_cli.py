@@ -43,6 +43,18 @@ def test_train_errors_are_one_line_with_the_fix(tmp_path, capsys):
     assert "--sizes [10, 5, 10] does not fit the data: it has 64 features" in capsys.readouterr().err
 
 
+def test_cupy_backend_without_a_device_is_a_one_line_error_with_the_fix(capsys):
+    from gpubp.backend import cuda_status
+
+    ok, why = cuda_status()
+    if ok:
+        pytest.skip(f"a CUDA device is here ({why})")
+    assert main(["train", "--dataset", "digits", "--backend", "cupy", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
+    assert why in err and "backend='numpy'" in err        # the reason, and what to do instead
+
+
 def test_missing_dataset_package_names_install_command(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "sklearn", None)           # as if scikit-learn were absent
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)

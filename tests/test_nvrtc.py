@@ -93,3 +93,16 @@ def test_resource_doc_is_current():
                     "register counts differ between versions")
     assert text == nvrtc.resource_table(), \
         f"{DOC} is out of date: regenerate it with `python -m gpubp.nvrtc > docs/kernel-resources.md`"
+
+
+def test_the_report_is_built_with_the_options_cupy_builds_with():
+    """gpubp.nvrtc compiles with the options CuPy's RawModule compiles with; if
+    CuPy is installed (a GPU is not needed to read its compiler), check that
+    CuPy still appends the ones kernels.CUPY_RAWMODULE_ADDS names."""
+    import inspect
+
+    assert set(kernels.CUPY_OPTIONS + kernels.CUPY_RAWMODULE_ADDS) <= set(nvrtc.compile_family("delta", "sm_80").options)
+    compiler = pytest.importorskip("cupy.cuda.compiler", reason="CuPy not installed: its compiler cannot be read")
+    src = inspect.getsource(compiler)
+    for opt in kernels.CUPY_RAWMODULE_ADDS:
+        assert f"'{opt}'" in src, f"cupy.cuda.compiler no longer adds {opt}: update kernels.CUPY_RAWMODULE_ADDS"
