@@ -59,6 +59,10 @@ class ArrayBackend:
         """out = X[idx]: gather a mini-batch."""
         self.xp.take(X, idx, axis=0, out=out)
 
+    def mean(self, x, out):
+        """out[0] = the mean of the 1-D array x (on the device: no wait)."""
+        self.xp.mean(x, keepdims=True, out=out)
+
     def run_step(self, step, idx, key=None, keep=()):
         """Run ``step(idx)``, one training step's device work.  A backend may
         capture it once per ``key`` and replay it (CUDA graphs); ``keep``

@@ -96,13 +96,19 @@ class CupyBackend(KernelBackend):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._graphs = {}
+        self._capture_stream = None
 
     def run_step(self, step, idx, key=None, keep=()):
         """With ``cuda_graph``: the first call for a key runs the step (so
         kernels compile and cuBLAS sets up outside the capture), then captures
         it on a side stream, reading its row indices from a buffer of its own;
         later calls copy ``idx`` into that buffer and launch the graph on the
-        current stream, so the step stays ordered with everything around it."""
+        current stream, so the step stays ordered with everything around it.
+
+        The side stream lives as long as the backend and runs nothing but
+        captures: CuPy's memory pool keeps freed blocks per stream, so any
+        scratch memory a captured step took is handed out again only to
+        later captures, never to work that could run beside a replay."""
         if not self.cuda_graph or key is None:
             return step(idx)
         entry = self._graphs.get(key)
@@ -114,7 +120,9 @@ class CupyBackend(KernelBackend):
         step(idx)
         idx_buf = idx.copy()
         self.xp.cuda.get_current_stream().synchronize()
-        capture = self.xp.cuda.Stream(non_blocking=True)
+        if self._capture_stream is None:
+            self._capture_stream = self.xp.cuda.Stream(non_blocking=True)
+        capture = self._capture_stream
         with capture:
             capture.begin_capture()
             try:

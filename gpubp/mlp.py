@@ -198,11 +198,13 @@ class MLP:
             self.vb = [None] + [self.backend.zeros(b.shape, self.dtype) for b in self.b[1:]]
         return eta, lmbda, mu
 
-    def _train_on(self, X, Y, idx, eta, lmbda, mu, with_loss=True):
+    def _train_on(self, X, Y, idx, eta, lmbda, mu, with_loss=True, loss_out=None):
         """One step on the rows ``idx`` of the (validated, on-backend) data:
         gathered into the workspace with ``take(out=)``, so nothing is
         allocated.  The backend runs it (``run_step``: directly, or replayed
-        as a CUDA graph); returns the batch's mean cost if ``with_loss``."""
+        as a CUDA graph).  The per-sample costs are left in the workspace;
+        ``loss_out`` (a 1-element array) receives their mean, on the device:
+        nothing here waits for the device."""
         ws = self._workspace(len(idx))
 
         def gather_and_step(idx):
@@ -213,7 +215,9 @@ class MLP:
         # the key names everything a captured graph bakes in: arrays (kept alive by the backend) and scalars
         self.backend.run_step(gather_and_step, idx, key=(id(X), id(Y), id(ws), eta, lmbda, mu, with_loss),
                               keep=(X, Y, ws))
-        return float(ws.loss.mean()) if with_loss else None
+        if with_loss and loss_out is not None:
+            self.backend.mean(ws.loss, out=loss_out)
+        return ws
 
     def _train_step(self, ws, eta, lmbda, mu, with_loss=True):
         """Feedforward, backpropagate, and update every layer (W_l −= η ∂C/∂W_l …).
@@ -256,27 +260,32 @@ class MLP:
                 self._fit_epochs(X, Y, int(epochs), B, steps, shuffle, eta, lmbda, mu, test_data, callback, bar, hist)
         finally:
             bk.release_steps()           # captured graphs hold this fit's data arrays
-        bar.close()
+            bar.close()
         return hist
 
     def _fit_epochs(self, X, Y, epochs, B, steps, shuffle, eta, lmbda, mu, test_data, callback, bar, hist):
+        """The epochs of ``fit``.  Each step's mean cost stays on the device
+        (``losses``) and is read back, and checked, only when the progress bar
+        redraws, every ``CHECK_EVERY`` seconds and at the end of an epoch: a
+        GPU queues steps without waiting for each one to finish."""
         bk, n = self.backend, len(X)
+        rows = np.full(steps, B, dtype=np.float64)
+        rows[-1] = n - (steps - 1) * B                    # the last batch of an epoch may be short
+        losses = bk.empty(steps, self.dtype)              # mean cost of each step of this epoch
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
             order = self.rng.permutation(n) if shuffle else np.arange(n)
             order = bk.asarray(order, np.int64)
-            total = 0.0
+            next_check = t0 + self.CHECK_EVERY
             for k in range(steps):
-                idx = order[k * B:(k + 1) * B]
-                loss = self._train_on(X, Y, idx, eta, lmbda, mu)
-                if not np.isfinite(loss):
-                    bar.close()
-                    raise TrainingDiverged(
-                        f"the training loss became {loss} at epoch {epoch}, step {k + 1} of {steps}; "
-                        f"lower the learning rate (lr={eta:g}) or check the data for extreme values")
-                total += loss * len(idx)
-                bar.update(f"epoch {epoch}/{epochs} loss {total / min(n, (k + 1) * B):.4f}")
-            hist.loss.append(total / n)
+                self._train_on(X, Y, order[k * B:(k + 1) * B], eta, lmbda, mu, loss_out=losses[k:k + 1])
+                draw = bar.tick()
+                if draw or time.perf_counter() >= next_check:
+                    total = self._read_losses(losses, rows, k + 1, epoch, steps, eta)
+                    next_check = time.perf_counter() + self.CHECK_EVERY
+                    if draw:
+                        bar.draw(f"epoch {epoch}/{epochs} loss {total / rows[:k + 1].sum():.4f}")
+            hist.loss.append(self._read_losses(losses, rows, steps, epoch, steps, eta) / n)
             if test_data is not None:
                 ev = self.evaluate(*test_data)
                 hist.test_loss.append(ev["loss"])
@@ -285,6 +294,20 @@ class MLP:
             bar.epoch_done(epoch, epochs, hist)
             if callback is not None and callback(epoch, hist) is False:
                 break
+
+    CHECK_EVERY = 0.1   # seconds between reads of the training loss during an epoch
+
+    def _read_losses(self, losses, rows, k, epoch, steps, eta):
+        """The summed cost of the first ``k`` steps of the epoch (read from the
+        device, so it waits for them); raises TrainingDiverged naming the first
+        step whose cost is NaN or infinite."""
+        got = self.backend.to_numpy(losses[:k]).astype(np.float64)
+        bad = np.flatnonzero(~np.isfinite(got))
+        if bad.size:
+            raise TrainingDiverged(
+                f"the training loss became {got[bad[0]]} at epoch {epoch}, step {bad[0] + 1} of {steps}; "
+                f"lower the learning rate (lr={eta:g}) or check the data for extreme values")
+        return float(got @ rows[:k])
 
     def _chunks(self, X, Y=None, chunk=1024):
         """(start, stop, workspace) for each chunk of rows, the rows of X (and Y) loaded into it."""
@@ -400,14 +423,23 @@ class Progress:
         self.enabled = self.tty if enabled is None else bool(enabled)
         self.total, self.done, self.t0, self.last = total, 0, time.perf_counter(), 0.0
 
-    def update(self, text):
+    def tick(self) -> bool:
+        """Count one step; True if the bar is due a redraw (then call ``draw``)."""
         self.done += 1
         if not (self.enabled and self.tty):
-            return
+            return False
         now = time.perf_counter()
         if now - self.last < 0.1 and self.done < self.total:
-            return
+            return False
         self.last = now
+        return True
+
+    def update(self, text):
+        if self.tick():
+            self.draw(text)
+
+    def draw(self, text):
+        now = time.perf_counter()
         frac = self.done / self.total
         bar = "#" * int(30 * frac)
         self.stream.write(f"\r[{bar:<30}] {100 * frac:5.1f}% {text} {now - self.t0:6.1f}s")

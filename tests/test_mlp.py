@@ -175,8 +175,11 @@ def test_fit_is_reproducible_with_seed(rng):
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
-def test_fit_stops_on_nan_loss_naming_epoch_and_step(rng):
+@pytest.mark.parametrize("check_every", [0.0, 1e9], ids=["every-step", "at-epoch-end"])
+def test_fit_stops_on_nan_loss_naming_epoch_and_step(rng, monkeypatch, check_every):
+    """The step is named exactly however late the loss is read back."""
     from gpubp import TrainingDiverged
+    monkeypatch.setattr(MLP, "CHECK_EVERY", check_every)
     net = MLP([4, 3, 2], loss="mse", backend="numpy", seed=0)
     X, y = rng.random((20, 4)), rng.integers(0, 2, 20)
 
@@ -184,6 +187,32 @@ def test_fit_stops_on_nan_loss_naming_epoch_and_step(rng):
         net.W[1][0, 0] = np.nan   # as a blown-up weight would be
     with pytest.raises(TrainingDiverged, match=r"epoch 2, step 1 of 4"):
         net.fit(X, y, epochs=3, batch_size=5, lr=0.1, shuffle=False, progress=False, callback=poison)
+
+
+def test_fit_epoch_loss_is_the_row_weighted_mean_of_its_steps(rng):
+    """30 rows in batches of 7: four steps of 7 and a last one of 2, each
+    step's mean cost weighted by its rows (the same steps taken one by one)."""
+    X, y = rng.random((30, 5)), rng.integers(0, 3, 30)
+    fitted = MLP([5, 4, 3], backend="numpy", dtype=np.float64, seed=1)
+    hist = fitted.fit(X, y, epochs=2, batch_size=7, lr=0.5, shuffle=False, progress=False)
+    stepped = MLP([5, 4, 3], backend="numpy", dtype=np.float64, seed=1)
+    for epoch in range(2):
+        costs = [stepped.step(X[k:k + 7], y[k:k + 7], lr=0.5) for k in range(0, 30, 7)]
+        expected = (7 * sum(costs[:4]) + 2 * costs[4]) / 30
+        assert hist.loss[epoch] == pytest.approx(expected, rel=1e-12)
+    np.testing.assert_allclose(fitted.weights[0], stepped.weights[0], rtol=1e-12)
+
+
+def test_fit_reads_the_loss_back_only_when_due(rng, monkeypatch):
+    """Each step's cost stays on the device: with the bar off and the check
+    interval long, one read per epoch (a GPU never waits on a step)."""
+    monkeypatch.setattr(MLP, "CHECK_EVERY", 1e9)
+    net = MLP([5, 4, 3], backend="numpy", seed=1)
+    reads = []
+    to_numpy = net.backend.to_numpy
+    monkeypatch.setattr(net.backend, "to_numpy", lambda x: reads.append(x.shape) or to_numpy(x))
+    net.fit(rng.random((100, 5)), rng.integers(0, 3, 100), epochs=3, batch_size=10, lr=0.5, progress=False)
+    assert reads == [(10,)] * 3
 
 
 def test_fit_progress_bar_shows_loss(rng):
