@@ -87,6 +87,7 @@ class Row:
     peak_flops_fraction: float | None = None
     throughput: float | None = None   # items per second (e2e)
     note: str = ""
+    failed: bool = False              # its check failed (or it raised): not timed, and the run fails
 
 
 def _net_label(sizes, B, loss):
@@ -515,16 +516,29 @@ def _pool(case: Case) -> str:
     return "torch" if case.impl.startswith("torch") else "numpy"
 
 
+def _failed(row: Row, when: str, e: Exception):
+    first = (str(e).strip().splitlines() or [""])[0]
+    row.failed, row.note = True, f"FAILED {when}: {type(e).__name__}: {first}"
+
+
 def run_cases(cases, quick=False, peaks=(None, None)) -> list:
-    """Check every case (a mismatch raises: never time a wrong answer), then
-    time them: consecutive CPU cases of one thread pool interleaved, GPU cases
-    with CUDA events one by one."""
+    """Check every case, then time the ones that passed: consecutive CPU cases
+    of one thread pool interleaved, GPU cases with CUDA events one by one.
+    A case whose check fails, or that raises (a CUDA error, a compile error),
+    is never timed: its row says FAILED and why, and the rest still run."""
     min_time = 0.15 if quick else 0.6
     rows = [_new_row(c) for c in cases]
-    live = [(c, r) for c, r in zip(cases, rows) if c.fn is not None]
-    for case, _ in live:
-        if case.check is not None:
-            case.check()
+    live = []
+    for case, row in zip(cases, rows):
+        if case.fn is None:
+            continue
+        try:
+            if case.check is not None:
+                case.check()
+        except Exception as e:
+            _failed(row, "its check", e)
+            continue
+        live.append((case, row))
     groups = []
     for case, row in live:
         key = (_pool(case), case.case)
@@ -534,14 +548,18 @@ def run_cases(cases, quick=False, peaks=(None, None)) -> list:
             groups.append((key, [(case, row)]))
     for (pool, _), members in groups:
         time.sleep(SETTLE_S / 3 if quick else SETTLE_S)
-        if pool == "gpu":
-            (case, row), = members
-            _finish_row(row, case, *time_gpu(case.fn, min_time), peaks)
-        else:
-            rounds = 3 if members[0][0].group == "e2e" else None
-            timed = time_cpu_interleaved([c.fn for c, _ in members], min_time, rounds)
-            for (case, row), (samples, n) in zip(members, timed):
-                _finish_row(row, case, samples, n, peaks)
+        try:
+            if pool == "gpu":
+                (case, row), = members
+                _finish_row(row, case, *time_gpu(case.fn, min_time), peaks)
+            else:
+                rounds = 3 if members[0][0].group == "e2e" else None
+                timed = time_cpu_interleaved([c.fn for c, _ in members], min_time, rounds)
+                for (case, row), (samples, n) in zip(members, timed):
+                    _finish_row(row, case, samples, n, peaks)
+        except Exception as e:
+            for _, row in members:
+                _failed(row, "while timed", e)
     return rows
 
 
@@ -689,6 +707,8 @@ def plot(report: Report, path) -> str | None:
     steps = [r for r in report.rows if r.group == "step"]
     cases = list(dict.fromkeys(r.case for r in steps))
     impls = [i for i in dict.fromkeys(r.impl for r in steps if r.median_s) if not i.startswith("GEMM floor")]
+    if not impls:
+        return "no training step was timed: no plot"
     missing = {r.impl: r.note for r in steps if not r.median_s and r.impl not in impls}
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(15, 6), gridspec_kw={"width_ratios": [3, 2]})
     width = 0.8 / max(1, len(impls))
@@ -760,9 +780,14 @@ def write(report: Report, out_dir) -> dict:
     return paths
 
 
+def failures(report: Report) -> list[Row]:
+    return [r for r in report.rows if r.failed]
+
+
 def summary(report: Report) -> list[str]:
-    """The headline numbers: gpubp's ratio to its floor and its speed-up over the baselines per net."""
-    lines = []
+    """The headline numbers: gpubp's ratio to its floor and its speed-up over the
+    baselines per net; first, any case that failed."""
+    lines = [f"FAILED: {r.case} / {r.impl}: {r.note.removeprefix('FAILED ')}" for r in failures(report)]
     steps = [r for r in report.rows if r.group == "step" and r.median_s]
     for case in dict.fromkeys(r.case for r in steps):
         by = {r.impl: r for r in steps if r.case == case}

@@ -131,6 +131,11 @@ def cmd_bench(args) -> int:
     print(f"\nwrote {', '.join(v for k, v in paths.items() if k != 'note')} in {time.perf_counter() - t0:.0f}s")
     if "note" in paths:
         print(paths["note"])
+    failed = bench.failures(report)
+    if failed:
+        print(f"\n{len(failed)} case(s) FAILED (listed above, with the reason; their rows are not timed)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

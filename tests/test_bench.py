@@ -97,3 +97,30 @@ def test_bench_refuses_the_emulated_backend(capsys):
     from gpubp.cli import main
     assert main(["bench", "--backend", "emulated"]) == 2
     assert "the emulated device is for correctness" in capsys.readouterr().err
+
+
+def test_a_failing_case_is_reported_not_timed_and_the_rest_still_run():
+    def wrong():
+        raise AssertionError("W1 update after one step: 3 of 18 elements differ\n(details)")
+    calls = []
+    good = bench.Case("kernel", "k", "good", "cpu", lambda: calls.append(1), lambda: None)
+    bad = bench.Case("kernel", "k", "bad", "cpu", lambda: pytest.fail("a case that failed its check was timed"), wrong)
+    boom = bench.Case("kernel", "k2", "boom", "cpu", lambda: 1 / 0, None)
+    rows = bench.run_cases([good, bad, boom], quick=True)
+    assert rows[0].median_s > 0 and not rows[0].failed and calls
+    assert rows[1].failed and rows[1].median_s is None
+    assert rows[1].note == "FAILED its check: AssertionError: W1 update after one step: 3 of 18 elements differ"
+    assert rows[2].failed and rows[2].note.startswith("FAILED while timed: ZeroDivisionError")
+    lines = bench.summary(bench.Report(rows=rows))
+    assert lines[:2] == ["FAILED: k / bad: its check: AssertionError: W1 update after one step: 3 of 18 elements "
+                         "differ", "FAILED: k2 / boom: while timed: ZeroDivisionError: division by zero"]
+
+
+def test_bench_command_exits_1_when_a_case_fails(monkeypatch, tmp_path, capsys):
+    from gpubp.cli import main
+    row = bench.Row("kernel", "k", "fused cupy", "gpu", failed=True, note="FAILED its check: AssertionError: x")
+    monkeypatch.setattr(bench, "run", lambda **kw: bench.Report(rows=[row], machine={}))
+    assert main(["bench", "--quick", "--out", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "FAILED: k / fused cupy: its check: AssertionError: x" in captured.out
+    assert "1 case(s) FAILED" in captured.err
