@@ -32,10 +32,27 @@ def _int_list(text):
     return values
 
 
+def _check_save_path(path):
+    """Refuse a --save path that cannot be written before training, not after it."""
+    import os
+
+    from .validation import InputError
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise InputError(f"--save {path} is a folder; give a file name, e.g. --save {os.path.join(path, 'model.npz')}")
+    if not os.path.isdir(folder):
+        raise InputError(f"--save {path}: the folder {folder} does not exist; create it first (mkdir -p {folder})")
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"--save {path}: the folder {folder} is not writable; choose another place")
+
+
 def cmd_train(args) -> int:
     from . import datasets
     from .mlp import MLP
 
+    if args.save:
+        _check_save_path(args.save)
     data = datasets.load(args.dataset, seed=args.seed)
     d = TRAIN_DEFAULTS.get(args.dataset, TRAIN_DEFAULTS[None])
     n_out = data.n_classes
@@ -53,9 +70,15 @@ def cmd_train(args) -> int:
     lr = args.lr if args.lr is not None else d["lr"]
     print(f"SGD: {epochs} epochs, batch {B}, lr {lr:g}, momentum {args.momentum:g}, weight decay {args.weight_decay:g}")
     t0 = time.perf_counter()
-    model.fit(data.X_train, data.y_train, epochs=epochs, batch_size=B, lr=lr, momentum=args.momentum,
-              weight_decay=args.weight_decay, test_data=(data.X_test, data.y_test),
-              progress=not args.quiet)
+    try:
+        model.fit(data.X_train, data.y_train, epochs=epochs, batch_size=B, lr=lr, momentum=args.momentum,
+                  weight_decay=args.weight_decay, test_data=(data.X_test, data.y_test),
+                  progress=not args.quiet)
+    except KeyboardInterrupt:
+        if args.save:                    # Ctrl-C keeps what was trained so far
+            model.save(args.save)
+            print(f"saved the model as trained so far to {args.save}", file=sys.stderr)
+        raise
     seconds = time.perf_counter() - t0
     ev = model.evaluate(data.X_test, data.y_test)
     n_train = len(data.X_train)

@@ -55,6 +55,34 @@ def test_cupy_backend_without_a_device_is_a_one_line_error_with_the_fix(capsys):
     assert why in err and "backend='numpy'" in err        # the reason, and what to do instead
 
 
+def test_unwritable_save_path_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(MLP, "fit", lambda *a, **k: pytest.fail("trained before checking --save"))
+    missing = tmp_path / "no" / "such" / "m.npz"
+    assert main(["train", "--dataset", "digits", "--save", str(missing)]) == 2
+    assert f"the folder {missing.parent} does not exist; create it first" in capsys.readouterr().err
+    assert main(["train", "--dataset", "digits", "--save", str(tmp_path)]) == 2
+    assert "is a folder; give a file name" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_training_saves_the_model_so_far(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "m.npz"
+    steps = []
+    train_on = MLP._train_on
+
+    def interrupted(self, *a, **k):
+        steps.append(1)
+        if len(steps) == 50:
+            raise KeyboardInterrupt
+        return train_on(self, *a, **k)
+    monkeypatch.setattr(MLP, "_train_on", interrupted)
+    assert main(["train", "--dataset", "digits", "--quiet", "--save", str(path)]) == 130
+    err = capsys.readouterr().err
+    assert f"saved the model as trained so far to {path}" in err and "interrupted" in err
+    net = MLP.load(path, backend="numpy")
+    assert net.sizes == [64, 64, 10] and np.isfinite(net.weights[0]).all()
+    assert not np.allclose(net.weights[0], MLP([64, 64, 10], backend="numpy", seed=0).weights[0])  # it trained
+
+
 def test_missing_dataset_package_names_install_command(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "sklearn", None)           # as if scikit-learn were absent
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
