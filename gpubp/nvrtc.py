@@ -31,7 +31,7 @@ from pathlib import Path
 from gpubp import kernels, launchers
 
 #: the architectures every family must compile for (Turing, Ampere, Ada, Hopper).
-ARCHS = ("sm_75", "sm_80", "sm_86", "sm_89", "sm_90")
+ARCHS = ("sm_75", "sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_120")
 
 _INSTALL_HINT = "pip install 'gpubp[nvrtc]' (the nvidia-cuda-nvrtc wheel)"
 
@@ -184,6 +184,10 @@ SMS = {
     "sm_86": SM(max_threads=1536, max_blocks=16, smem=100 * 1024),
     "sm_89": SM(max_threads=1536, max_blocks=24, smem=100 * 1024),
     "sm_90": SM(max_threads=2048, max_blocks=32, smem=228 * 1024),
+    # Blackwell: data-centre (B200) and consumer (RTX 50).  Blocks per SM as in CUDA 13's
+    # cuda_occupancy.h (cudaOccMaxBlocksPerMultiprocessor: 32 on 10.0, 24 on 12.x).
+    "sm_100": SM(max_threads=2048, max_blocks=32, smem=228 * 1024),
+    "sm_120": SM(max_threads=1536, max_blocks=24, smem=100 * 1024),
 }
 
 
@@ -215,9 +219,12 @@ class Budget:
 
 
 BUDGET_RATIONALE = (
+    "A kernel meets its budget on an arch when it spills nothing, stays within the shared memory, and reaches "
+    "at least the occupancy the budget's registers buy on that arch (on sm_80 that is the register count "
+    "itself; where an SM has fewer warp slots, sm_86/89/120, a few more registers can cost nothing). "
     "Elementwise and row kernels are bound by memory bandwidth and want every warp slot: "
     "≤ 32 registers (f32) is 100 % occupancy on every arch in ARCHS; f64 needs more registers for the "
-    "same EPT loads in flight, and ≤ 40 is 75 % on sm_80/sm_90, 100 % on sm_75/86/89. "
+    "same EPT loads in flight, and ≤ 40 is 75 % on sm_80/90/100, 100 % on sm_75/86/89/120. "
     "The naive weight gradients may take 64 (one long dot product per thread; 50 % on sm_80). "
     "The register-blocked GEMMs keep a MICRO×MICRO accumulator tile per thread and trade occupancy for it, "
     "as their __launch_bounds__ say: 4 blocks of 256 threads per SM (≤ 64 registers, f32), 3 blocks (≤ 80, f64).")

@@ -31,8 +31,11 @@ def test_every_kernel_compiles_within_budget(arch):
         r, budget = resources[name], nvrtc.BUDGETS[name]
         if (r.spill_stores, r.spill_loads, r.stack) != (0, 0, 0):
             over.append(f"{name}: {r.spill_stores} B spill stores, {r.spill_loads} B spill loads, {r.stack} B stack")
-        if r.registers > budget.registers:
-            over.append(f"{name}: {r.registers} registers > budget {budget.registers}")
+        occ, occ_budget = (nvrtc.occupancy(arch, budget.threads, regs, budget.smem)
+                           for regs in (r.registers, budget.registers))
+        if occ < occ_budget:
+            over.append(f"{name}: {r.registers} registers (budget {budget.registers}) give {occ:.1%} occupancy, "
+                        f"below the budget's {occ_budget:.1%}")
         if r.smem > budget.smem:
             over.append(f"{name}: {r.smem} B static shared memory > budget {budget.smem}")
     assert not over, f"{arch}:\n" + "\n".join(over)
@@ -56,6 +59,9 @@ def test_occupancy_calculator():
     assert nvrtc.occupancy("sm_86", 256, 40, 0) == 1.0
     assert nvrtc.occupancy("sm_75", 256, 64, 0) == 1.0
     assert nvrtc.occupancy("sm_80", 256, 32, 48 * 1024) == pytest.approx(3 * 8 / 64)  # 164 KiB / 49 KiB -> 3 blocks
+    assert nvrtc.occupancy("sm_80", 256, 33, 0) == 0.75        # 33 registers are allocated as 40
+    assert nvrtc.occupancy("sm_120", 256, 40, 0) == 1.0        # ... which 48 warp slots still fill
+    assert nvrtc.occupancy("sm_100", 256, 64, 8192) == 0.5
 
 
 def test_parse_resource_report():
