@@ -218,8 +218,8 @@ def cuda_status() -> tuple[bool, str]:
     try:
         import cupy
     except ImportError:
-        return False, ("CuPy is not installed: on a machine with an NVIDIA GPU, pip install 'gpubp[gpu]' "
-                       f"for CUDA 12 or 'gpubp[gpu-cuda13]' for CUDA 13; else {fix}")
+        return False, ("CuPy is not installed; on a machine with an NVIDIA GPU, pip install 'gpubp[gpu]' "
+                       f"for CUDA 12 or 'gpubp[gpu-cuda13]' for CUDA 13, else {fix}")
     except Exception as e:  # a broken CuPy install raises all sorts of things
         return False, f"CuPy failed to import ({e}); reinstall it, or {fix}"
     try:
