@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shutil
 import sys
@@ -34,8 +35,6 @@ def _int_list(text):
 
 def _check_save_path(path):
     """Refuse a --save path that cannot be written before training, not after it."""
-    import os
-
     from .validation import InputError
 
     folder = os.path.dirname(os.path.abspath(path))

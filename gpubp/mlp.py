@@ -217,7 +217,6 @@ class MLP:
                               keep=(X, Y, ws))
         if with_loss and loss_out is not None:
             self.backend.mean(ws.loss, out=loss_out)
-        return ws
 
     def _train_step(self, ws, eta, lmbda, mu, with_loss=True):
         """Feedforward, backpropagate, and update every layer (W_l −= η ∂C/∂W_l …).
@@ -433,10 +432,6 @@ class Progress:
             return False
         self.last = now
         return True
-
-    def update(self, text):
-        if self.tick():
-            self.draw(text)
 
     def draw(self, text):
         now = time.perf_counter()

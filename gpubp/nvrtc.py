@@ -30,7 +30,7 @@ from pathlib import Path
 
 from gpubp import kernels, launchers
 
-#: the architectures every family must compile for (Turing, Ampere, Ada, Hopper).
+#: the architectures every family must compile for (Turing, Ampere, Ada, Hopper, Blackwell).
 ARCHS = ("sm_75", "sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_120")
 
 _INSTALL_HINT = "pip install 'gpubp[nvrtc]' (the nvidia-cuda-nvrtc wheel)"

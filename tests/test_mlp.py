@@ -224,7 +224,8 @@ def test_fit_progress_bar_shows_loss(rng):
     out = TTY()
     bar = Progress(4, enabled=True, stream=out)
     for k in range(4):
-        bar.update(f"epoch 1/1 loss {0.5 - k / 10:.4f}")
+        if bar.tick():
+            bar.draw(f"epoch 1/1 loss {0.5 - k / 10:.4f}")
     text = out.getvalue()
     assert "100.0%" in text and "loss 0.2000" in text and "[######" in text
 
