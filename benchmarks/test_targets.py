@@ -29,7 +29,7 @@ def report():
 
 
 def _rows(report, sizes, B, loss):
-    return {r.impl: r for r in report.rows if r.case == bench._net_label(sizes, B, loss) and r.median_s}
+    return {r.impl: r for r in report.rows if r.case == bench.net_label(sizes, B, loss) and r.median_s}
 
 
 NETS = [pytest.param(net, id=str(net[0]), marks=pytest.mark.xfail(reason=NOT_MET[tuple(net[0])], strict=False))

@@ -1,11 +1,12 @@
 """gpubp: backpropagation for sigmoid multilayer perceptrons, on NumPy, on an
 emulated CUDA device, and on CUDA through CuPy, with the same code."""
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
-from .backend import cuda_status, get_backend  # noqa: E402
+from .backend import get_backend  # noqa: E402
+from .device import DeviceUnavailable, cuda_status  # noqa: E402
 from .gradcheck import gradcheck  # noqa: E402
 from .mlp import MLP, Gradients, History, TrainingDiverged  # noqa: E402
 from .validation import InputError  # noqa: E402
 
 __all__ = ["MLP", "Gradients", "History", "TrainingDiverged", "InputError", "gradcheck", "get_backend",
-           "cuda_status", "__version__"]
+           "cuda_status", "DeviceUnavailable", "__version__"]

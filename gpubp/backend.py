@@ -1,245 +1,16 @@
-"""The backend seam: which array module holds the arrays, and who computes
-each part of a BP step.  This is the only module that knows backends exist;
-the MLP calls the methods below and never asks which backend it has.
+"""Backend selection: a name (``"auto"``, ``"numpy"``, ``"emulated"``,
+``"cupy"``) to a backend object and the reason it was picked.
 
     backend            arrays   GEMMs                  elementwise + gradients
-    ``numpy``          NumPy    NumPy/BLAS             NumPy ufuncs (``out=``)
+    ``numpy``          NumPy    NumPy/BLAS             NumPy ufuncs (``out=``)   gpubp.numpy_backend
     ``emulated``       NumPy    NumPy/BLAS             kernels/*.cu on the emulated CUDA device (CPU)
     ``cupy``           CuPy     cuBLAS (cupy.matmul)   kernels/*.cu through cupy.RawModule
-
-Every op writes into arrays it is given (the MLP allocates them once per batch
-size), so a steady-state training step allocates nothing.  Shapes follow the
-MLP: activations ``a`` are B × n (batch-first, row-major), ``W`` is n_in × n_out
-so that ``z = a W + b``.
+                                                       (both: gpubp.cuda.backend)
 """
 from __future__ import annotations
 
-import numpy as np
-
-
-def to_numpy(x) -> np.ndarray:
-    """A NumPy array of a NumPy or CuPy array (CuPy arrays copy to the host with ``.get()``)."""
-    return np.asarray(x.get() if hasattr(x, "get") else x)
-
-
-class ArrayBackend:
-    """The ops of one BP step written as whole-array expressions on ``xp``.
-
-    The base of every backend: ``NumpyBackend`` tunes a few ops for the CPU,
-    the kernel backends replace the elementwise and gradient ops with CUDA
-    kernels.  Scratch arrays are kept per (shape, dtype, role) so no op
-    allocates after its first call.
-    """
-
-    name = "numpy"
-
-    def __init__(self, xp=np):
-        self.xp = xp
-        self._scratch_arrays = {}
-        self._constants = {}
-
-    def __repr__(self):
-        return f"<gpubp backend {self.name!r}>"
-
-    # -- arrays ------------------------------------------------------------
-    def asarray(self, x, dtype):
-        """A C-contiguous array of ``dtype`` on this backend (a copy only if needed)."""
-        return self.xp.ascontiguousarray(self.xp.asarray(x, dtype=dtype))
-
-    def to_numpy(self, x) -> np.ndarray:
-        return to_numpy(x)
-
-    def empty(self, shape, dtype):
-        return self.xp.empty(shape, dtype=dtype)
-
-    def zeros(self, shape, dtype):
-        return self.xp.zeros(shape, dtype=dtype)
-
-    def take_rows(self, X, idx, out):
-        """out = X[idx]: gather a mini-batch."""
-        self.xp.take(X, idx, axis=0, out=out)
-
-    def mean(self, x, out):
-        """out[0] = the mean of the 1-D array x (on the device: no wait)."""
-        self.xp.mean(x, keepdims=True, out=out)
-
-    def run_step(self, step, idx, key=None, keep=()):
-        """Run ``step(idx)``, one training step's device work.  A backend may
-        capture it once per ``key`` and replay it (CUDA graphs); ``keep``
-        holds what a captured step refers to."""
-        step(idx)
-
-    def release_steps(self):
-        """Forget captured steps (and the arrays they kept alive)."""
-
-    def synchronize(self):
-        """Wait for queued device work (a no-op on the CPU)."""
-
-    def _scratch(self, shape, dtype, role):
-        """A scratch array per (shape, dtype, role): arrays of different roles
-        never alias, even when their shapes happen to agree."""
-        key = (shape, dtype, role)       # shapes and dtypes come from arrays: already hashable
-        t = self._scratch_arrays.get(key)
-        if t is None:
-            t = self._scratch_arrays[key] = self.xp.empty(shape, dtype=dtype)
-        return t
-
-    def _c(self, value, dtype):
-        """``value`` as a 0-d array of ``dtype``, made once: a ufunc takes one
-        about 0.5 µs faster than a Python float, which it must convert on
-        every call (it matters for small nets, where a step is ~30 calls)."""
-        key = (value, dtype)
-        c = self._constants.get(key)
-        if c is None:
-            if len(self._constants) > 256:       # learning-rate schedules make new values; keep it bounded
-                self._constants.clear()
-            c = self._constants[key] = self.xp.asarray(value, dtype=dtype)
-        return c
-
-    # -- feedforward: z = a W + b, a = σ(z) --------------------------------
-    def matmul(self, a, b, out):
-        """out = a @ b  (the GEMMs: BLAS on the CPU, cuBLAS on the GPU)."""
-        self.xp.matmul(a, b, out=out)
-
-    def bias_sigmoid(self, z, b):
-        """z ← σ(z + b) in place, with σ(x) = ½ tanh(x / 2) + ½ (equal to
-        1 / (1 + e^−x) and free of overflow for large |x|)."""
-        xp, half = self.xp, self._c(0.5, z.dtype)
-        xp.add(z, b, out=z)
-        z *= half
-        xp.tanh(z, out=z)
-        z *= half
-        z += half
-
-    # -- backward ------------------------------------------------------------
-    def output_delta(self, cost, a, y, delta, loss=None, scale=1.0):
-        """delta = scale · δ_L(a, y) for ``cost``; loss[r] = per-sample cost (if given)."""
-        tmp = self._scratch(a.shape, a.dtype, "tmp")
-        if loss is not None:
-            cost.fn(a, y, loss, tmp, self._scratch(a.shape, a.dtype, "tmp2"))
-        cost.delta(a, y, delta, tmp)
-        if scale != 1.0:
-            delta *= self._c(scale, delta.dtype)
-
-    def loss(self, cost, a, y, loss):
-        """loss[r] = per-sample cost of row r (no delta)."""
-        cost.fn(a, y, loss, self._scratch(a.shape, a.dtype, "tmp"), self._scratch(a.shape, a.dtype, "tmp2"))
-
-    def sigmoid_delta(self, g, a, delta):
-        """delta = g ⊙ a ⊙ (1 − a)   (σ'(z) = a(1 − a); delta may be g)."""
-        sp = self._scratch(a.shape, a.dtype, "tmp")
-        self.xp.subtract(self._c(1.0, a.dtype), a, out=sp)
-        sp *= a
-        self.xp.multiply(g, sp, out=delta)
-
-    def weight_grad(self, a_prev, delta, dW, db, scale=1.0):
-        """dW = scale · a_prevᵀ δ  (the sum over the batch of outer products),
-        db = scale · Σ_batch δ."""
-        self.xp.matmul(a_prev.T, delta, out=dW)
-        self.xp.sum(delta, axis=0, out=db)
-        if scale != 1.0:
-            dW *= scale
-            db *= scale
-
-    def sgd_update(self, W, b, dW, db, vW=None, vb=None, *, eta, lmbda=0.0, mu=0.0):
-        """Mini-batch SGD with L2 weight decay λ and momentum μ:
-
-            g = dW + λ W;   v ← μ v + g;   W ← W − η v      (v = g without momentum)
-            gb = db;        vb ← μ vb + gb; b ← b − η vb     (biases are not decayed)
-
-        ``dW``/``db`` are used as scratch and left changed.
-        """
-        tmpW = self._scratch(W.shape, W.dtype, "update")
-        if lmbda:
-            self.xp.multiply(W, lmbda, out=tmpW)
-            dW += tmpW
-        for p, g, v, tmp in ((W, dW, vW, tmpW), (b, db, vb, self._scratch(b.shape, b.dtype, "update"))):
-            if v is not None:
-                v *= mu
-                v += g
-                g = v
-            self.xp.multiply(g, eta, out=tmp)
-            p -= tmp
-
-    def weight_grad_sgd(self, a_prev, delta, W, b, vW=None, vb=None, *, scale=1.0, eta, lmbda=0.0, mu=0.0):
-        """The weight gradient and the SGD update of one layer (fused on GPU
-        backends, so dW is never written to memory; two steps here)."""
-        dW = self._scratch(W.shape, W.dtype, "dW")
-        db = self._scratch(b.shape, b.dtype, "db")
-        self.weight_grad(a_prev, delta, dW, db, scale)
-        self.sgd_update(W, b, dW, db, vW, vb, eta=eta, lmbda=lmbda, mu=mu)
-
-
-class NumpyBackend(ArrayBackend):
-    """The ops on NumPy arrays, tuned for the CPU.
-
-    The weight update is W ← W − a_prevᵀ(η·δ): δ (B × n_out) is scaled before
-    the GEMM instead of dW (n_in × n_out) after it, which saves a temporary
-    and a pass over W when B < n_in, as it is for every layer fed by the
-    input.
-
-    Every product goes through NumPy's own BLAS.  (SciPy's BLAS could add the
-    update to W inside the GEMM, via gemm's β, but SciPy's wheel bundles a
-    second OpenBLAS, and two OpenBLAS thread pools used in turn spin against
-    each other: one 128×784×256 sgemm of each, alternated, took 18 ms a pair
-    against 1 ms.)
-    """
-
-    name = "numpy"
-
-    def __init__(self):
-        super().__init__(np)
-
-    def take_rows(self, X, idx, out):
-        """out = X[idx].  ``mode="clip"`` because NumPy's default (``"raise"``)
-        copies through a temporary; the indices come from a permutation, so
-        they are always in range."""
-        X.take(idx, axis=0, out=out, mode="clip")
-
-    def weight_grad_sgd(self, a_prev, delta, W, b, vW=None, vb=None, *, scale=1.0, eta, lmbda=0.0, mu=0.0):
-        if vW is not None:
-            return super().weight_grad_sgd(a_prev, delta, W, b, vW, vb, scale=scale, eta=eta, lmbda=lmbda, mu=mu)
-        dW = self._scratch(W.shape, W.dtype, "dW")
-        db = self._scratch(b.shape, b.dtype, "db")
-        eta_delta = self._scratch(delta.shape, delta.dtype, "eta_delta")
-        np.multiply(delta, self._c(eta * scale, delta.dtype), out=eta_delta)     # η·δ
-        np.matmul(a_prev.T, eta_delta, out=dW)             # η·∂C/∂W = a_prevᵀ (η δ)
-        np.add.reduce(eta_delta, axis=0, out=db)           # η·∂C/∂b
-        if lmbda:
-            W *= 1.0 - eta * lmbda                    # W − η(∂C/∂W + λW) = (1 − ηλ)W − η ∂C/∂W
-        W -= dW
-        b -= db
-
-
-def cuda_status() -> tuple[bool, str]:
-    """(True, description) if CuPy imports and a CUDA device answers, else
-    (False, the reason in words, with the fix)."""
-    fix = "use backend='numpy' (or 'emulated') on this machine"
-    try:
-        import cupy
-    except ImportError:
-        return False, ("CuPy is not installed; on a machine with an NVIDIA GPU, pip install 'gpubp[gpu]' "
-                       f"for CUDA 12 or 'gpubp[gpu-cuda13]' for CUDA 13, else {fix}")
-    except Exception as e:  # a broken CuPy install raises all sorts of things
-        return False, f"CuPy failed to import ({e}); reinstall it, or {fix}"
-    try:
-        n = cupy.cuda.runtime.getDeviceCount()
-    except Exception as e:
-        try:
-            v = cupy.cuda.runtime.runtimeGetVersion()
-            need = f"an NVIDIA GPU whose driver supports CUDA {v // 1000}.{v % 1000 // 10} (`nvidia-smi` shows both)"
-        except Exception:
-            need = "an NVIDIA GPU and its driver (`nvidia-smi` shows both)"
-        return False, f"CuPy found no usable CUDA driver/device ({e}); the cupy backend needs {need}, else {fix}"
-    if n < 1:
-        return False, f"CuPy is installed but there is no CUDA device; {fix}"
-    try:
-        props = cupy.cuda.runtime.getDeviceProperties(0)
-        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-    except Exception as e:
-        return False, f"the CUDA device does not answer: {e}"
-    return True, f"{n} CUDA device(s); device 0: {name}"
-
+from .device import cuda_status
+from .numpy_backend import NumpyBackend
 
 BACKENDS = ("auto", "numpy", "emulated", "cupy")
 
@@ -249,7 +20,7 @@ def get_backend(name="auto", **options):
 
     ``auto`` picks ``cupy`` when CuPy imports and a device answers, else
     ``numpy``; ``reason`` says which was picked and why.  ``options`` go to the
-    kernel backends (see ``gpubp.kernel_backend.KernelBackend``).
+    kernel backends (see ``gpubp.cuda.backend.KernelBackend``).
     """
     if not isinstance(name, str) and hasattr(name, "matmul"):
         return name, f"backend object {name!r}"
@@ -269,5 +40,5 @@ def get_backend(name="auto", **options):
         if options:
             raise TypeError(f"the numpy backend takes no options, got {sorted(options)}")
         return NumpyBackend(), reason
-    from .kernel_backend import KernelBackend
+    from .cuda.backend import KernelBackend     # lazily: the kernel machinery loads only when asked for
     return KernelBackend.create(name, **options), reason

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 
 # Per data set: the network and schedule that reach the accuracy the README promises.
 TRAIN_DEFAULTS = {
@@ -102,7 +102,7 @@ def cmd_gradcheck(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .backend import cuda_status
+    from .device import cuda_status
 
     print(f"gpubp {__version__}")
     print(f"python {platform.python_version()} on {platform.machine()}, numpy {np.__version__}")
@@ -117,7 +117,7 @@ def cmd_info(args) -> int:
     except Exception:
         pass
     try:
-        from . import nvrtc
+        from .cuda import nvrtc
         print(f"NVRTC {'.'.join(map(str, nvrtc.version()))} from {nvrtc.library_path()} (kernels compile for {', '.join(nvrtc.ARCHS)})")
     except Exception as e:
         print(f"NVRTC: unavailable: {e}")
@@ -128,7 +128,7 @@ def cmd_info(args) -> int:
 
 def cmd_bench(args) -> int:
     from . import bench
-    from .backend import cuda_status
+    from .device import cuda_status
 
     ok, why = cuda_status()
     backends = [b for b in args.backend.split(",") if b] if args.backend else None
@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     from .datasets import DatasetUnavailable
-    from .kernels import DeviceUnavailable
+    from .device import DeviceUnavailable
     from .mlp import TrainingDiverged
     from .validation import InputError
 

@@ -14,28 +14,24 @@ The batch cost is the mean per-sample cost, so every gradient carries 1/B:
 the δ_l below are per-sample errors, and the 1/B is applied where BP3/BP4
 sum them over the batch (``scale=1/B``), fused into that step.
 
-Arrays live on a backend (``gpubp.backend``): NumPy, the emulated CUDA device,
+Arrays live on a backend (chosen by ``gpubp.backend``): NumPy, the emulated CUDA device,
 or CuPy.  This module never asks which; it calls the backend's ops.
 
 Non-goals: other activations, convolution, automatic differentiation.
 """
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import persistence
 from .backend import get_backend
 from .costs import get_cost
+from .progress import Progress
 from .validation import (InputError, check_dtype, check_positive, check_sizes, check_targets, check_X)
-
-FORMAT = "gpubp-mlp"
-FORMAT_VERSION = 1
-
 
 class TrainingDiverged(FloatingPointError):
     """The training loss became NaN or infinite."""
@@ -339,118 +335,23 @@ class MLP:
             correct += int((self._labels(self.backend.to_numpy(aL)) == self._labels(Y[start:stop])).sum())
         return {"loss": total / len(X), "accuracy": correct / len(X), "n": len(X)}
 
-    # -- persistence -----------------------------------------------------------
+    # -- persistence (the file format: gpubp.persistence) ---------------------
     def save(self, path):
         """Write the model to ``path`` (.npz) atomically: a temp file in the same
         folder, fsync'd, then renamed over ``path``, so a crash never leaves a
         half-written model."""
-        path = os.fspath(path)
-        arrays = {"format": np.array(FORMAT), "version": np.array(FORMAT_VERSION),
-                  "sizes": np.array(self.sizes, dtype=np.int64), "loss": np.array(self.cost.name),
-                  "dtype": np.array(self.dtype.name), "init": np.array(self.init)}
-        for l in range(1, self.L + 1):
-            arrays[f"W{l}"] = self.backend.to_numpy(self.W[l])
-            arrays[f"b{l}"] = self.backend.to_numpy(self.b[l])
-            if self.vW is not None:
-                arrays[f"vW{l}"] = self.backend.to_numpy(self.vW[l])
-                arrays[f"vb{l}"] = self.backend.to_numpy(self.vb[l])
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".gpubp-", suffix=".npz.tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        persistence.save(self, path)
 
     @classmethod
     def load(cls, path, backend="auto", backend_options=None) -> "MLP":
         """Read a model written by ``save``; checks the format and every shape."""
-        path = os.fspath(path)
-        try:
-            data = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise
-        except Exception as e:
-            raise InputError(f"{path} is not a gpubp model file (.npz): {e}") from None
-        with data:
-            if "format" not in data or str(data["format"]) != FORMAT:
-                raise InputError(f"{path} is not a gpubp model (no '{FORMAT}' format marker)")
-            if int(data["version"]) > FORMAT_VERSION:
-                raise InputError(f"{path} has format version {int(data['version'])}; this gpubp reads "
-                                 f"up to {FORMAT_VERSION}: upgrade gpubp")
-            sizes = [int(n) for n in data["sizes"]]
-            model = cls(sizes, loss=str(data["loss"]), backend=backend, dtype=str(data["dtype"]),
-                        init=str(data["init"]), backend_options=backend_options)
-            has_v = "vW1" in data
-            if has_v:
-                model.vW, model.vb = [None], [None]
-            for l in range(1, model.L + 1):
-                shapes = {f"W{l}": (sizes[l - 1], sizes[l]), f"b{l}": (sizes[l],)}
-                if has_v:
-                    shapes.update({f"vW{l}": shapes[f"W{l}"], f"vb{l}": shapes[f"b{l}"]})
-                for key, shape in shapes.items():
-                    if key not in data:
-                        raise InputError(f"{path}: missing array {key}; the file is truncated or not a gpubp model")
-                    arr = data[key]
-                    if arr.shape != shape:
-                        raise InputError(f"{path}: {key} has shape {arr.shape}, expected {shape} for sizes {sizes}")
-                    if not np.isfinite(arr).all():
-                        raise InputError(f"{path}: {key} contains NaN/Inf")
-                    target = {"W": model.W, "b": model.b, "vW": model.vW, "vb": model.vb}[key.rstrip("0123456789")]
-                    arr = model.backend.asarray(arr, model.dtype)
-                    if len(target) == l:
-                        target.append(arr)
-                    else:
-                        target[l] = arr
+        saved = persistence.read(path)
+        model = cls(saved.sizes, loss=saved.loss, backend=backend, dtype=saved.dtype, init=saved.init,
+                    backend_options=backend_options)
+        put = model.backend.asarray
+        model.W = [None] + [put(w, model.dtype) for w in saved.W[1:]]
+        model.b = [None] + [put(b, model.dtype) for b in saved.b[1:]]
+        if saved.vW is not None:
+            model.vW = [None] + [put(v, model.dtype) for v in saved.vW[1:]]
+            model.vb = [None] + [put(v, model.dtype) for v in saved.vb[1:]]
         return model
-
-
-class Progress:
-    """A one-line progress bar on stderr (redrawn at most 10 times a second),
-    or one summary line per epoch when stderr is not a terminal."""
-
-    def __init__(self, total, enabled=None, stream=None):
-        self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.enabled = self.tty if enabled is None else bool(enabled)
-        self.total, self.done, self.t0, self.last = total, 0, time.perf_counter(), 0.0
-
-    def tick(self) -> bool:
-        """Count one step; True if the bar is due a redraw (then call ``draw``)."""
-        self.done += 1
-        if not (self.enabled and self.tty):
-            return False
-        now = time.perf_counter()
-        if now - self.last < 0.1 and self.done < self.total:
-            return False
-        self.last = now
-        return True
-
-    def draw(self, text):
-        now = time.perf_counter()
-        frac = self.done / self.total
-        bar = "#" * int(30 * frac)
-        self.stream.write(f"\r[{bar:<30}] {100 * frac:5.1f}% {text} {now - self.t0:6.1f}s")
-        self.stream.flush()
-
-    def epoch_done(self, epoch, epochs, hist):
-        if not self.enabled:
-            return
-        line = f"epoch {epoch}/{epochs}: loss {hist.loss[-1]:.4f}"
-        if hist.test_accuracy:
-            line += f", test loss {hist.test_loss[-1]:.4f}, test accuracy {100 * hist.test_accuracy[-1]:.2f}%"
-        line += f" ({hist.seconds[-1]:.2f}s)"
-        self.stream.write(("\r\033[K" if self.tty else "") + line + "\n")
-        self.stream.flush()
-
-    def close(self):
-        if self.enabled and self.tty:
-            self.stream.write("\r\033[K")
-            self.stream.flush()

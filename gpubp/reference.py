@@ -1,7 +1,7 @@
 """The NumPy reference of every kernel in ``kernels/*.cu``: the source of truth
 the kernels are tested against.
 
-Each function has the signature of its launcher in ``gpubp.launchers`` minus
+Each function has the signature of its launcher in ``gpubp.cuda.launchers`` minus
 ``ks`` and ``naive``: same argument names and order, same outputs written in
 place.  The inputs may be float32 or float64; the math is done in float64 and
 the results are cast into the given output arrays (pass float64 outputs to keep

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import to_numpy
+from .numpy_backend import to_numpy
 
 #: relative tolerance per dtype (float32 kernels against a float64 reference,
 #: float64 kernels against a float64 reference).

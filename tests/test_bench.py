@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from gpubp import MLP, bench
-from gpubp.backend import cuda_status
+from gpubp.device import cuda_status
 
 
 def test_obvious_step_is_one_sgd_step():
     sizes, B = [6, 5, 3], 4
-    X, Y, idx = bench._batch(sizes, B)
+    X, Y, idx = bench.batch(sizes, B)
     net = MLP(sizes, loss="mse", backend="numpy", dtype=np.float64, seed=0)
     Ws, bs = net.weights, net.biases
     bench.obvious_step(Ws, bs, X, Y, idx, bench.ETA, "mse")
@@ -39,7 +39,7 @@ def test_checks_catch_a_wrong_step(monkeypatch):
     by = {c.impl: c for c in cases}
     for c in cases:
         c.check()                                  # all right as they are
-    monkeypatch.setattr(bench, "ETA", bench.ETA * 1.01)   # now every implementation steps 1% too far
+    monkeypatch.setattr(bench.cases, "ETA", bench.ETA * 1.01)   # now every implementation steps 1% too far
     with pytest.raises(AssertionError, match="after one step"):
         by["obvious numpy"].check()
 
@@ -124,3 +124,10 @@ def test_bench_command_exits_1_when_a_case_fails(monkeypatch, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "FAILED: k / fused cupy: its check: AssertionError: x" in captured.out
     assert "1 case(s) FAILED" in captured.err
+
+
+def test_e2e_case_builds_and_checks_on_numpy():
+    pytest.importorskip("sklearn")
+    case = bench.e2e_case("numpy", epochs=1)
+    assert case.fn is not None, case.unavailable
+    assert case.items == len(__import__("gpubp").datasets.digits().X_train)

@@ -44,7 +44,7 @@ def test_train_errors_are_one_line_with_the_fix(tmp_path, capsys):
 
 
 def test_cupy_backend_without_a_device_is_a_one_line_error_with_the_fix(capsys):
-    from gpubp.backend import cuda_status
+    from gpubp.device import cuda_status
 
     ok, why = cuda_status()
     if ok:

@@ -18,12 +18,12 @@ SRC = Path(__file__).resolve().parent.parent / "gpubp"
 
 #: methods and attributes of CuPy objects that the source reaches through a variable
 METHODS = [
-    "RawModule.get_function",                            # kernels._CupyModule
+    "RawModule.get_function",                            # cuda.sources._CupyModule
     "cuda.Stream.begin_capture", "cuda.Stream.end_capture", "cuda.Stream.synchronize",
-    "cuda.Graph.launch",                                 # kernel_backend.CupyBackend.run_step
-    "cuda.Device.attributes", "cuda.Device.compute_capability",   # bench.gpu_peaks
+    "cuda.Graph.launch",                                 # cuda.backend.CupyBackend.run_step
+    "cuda.Device.attributes", "cuda.Device.compute_capability",   # bench.timing.gpu_peaks
     "cuda.runtime.deviceGetAttribute",
-    "ndarray.get",                                       # backend.to_numpy
+    "ndarray.get",                                       # numpy_backend.to_numpy
 ]
 
 

@@ -1,4 +1,4 @@
-"""Tests of the emulated CUDA device (gpubp.emulator), with small inline kernels.
+"""Tests of the emulated CUDA device (gpubp.cuda.emulator), with small inline kernels.
 
 Each test checks the emulator against NumPy, or checks that a GPU-side bug
 (out-of-bounds access, missing or skipped barrier, wrong argument type) is
@@ -17,9 +17,9 @@ import time
 import numpy as np
 import pytest
 
-from gpubp.emulator import (EmulatedCompileError, EmulatedDeviceError, EmulatedModule, compiler_available,
+from gpubp.cuda.emulator import (EmulatedCompileError, EmulatedDeviceError, EmulatedModule, compiler_available,
                             load_module)
-from gpubp.emulator import _build, _module
+from gpubp.cuda.emulator import _build, _module
 from gpubp.testing import assert_close
 
 pytestmark = pytest.mark.skipif(not compiler_available(), reason="the emulator needs a C++ compiler (g++)")
@@ -536,7 +536,7 @@ def test_disk_cache_is_reused_in_process_and_across_processes(tmp_path):
     np.testing.assert_array_equal(x, 3.0)
     script = textwrap.dedent(f"""
         import numpy as np
-        from gpubp.emulator import load_module, _build
+        from gpubp.cuda.emulator import load_module, _build
         x = np.ones(5, np.float32)
         load_module({str(path)!r}, options=("-DFACTOR=3",)).get_function("scale")(1, 8, (x, np.int32(5)))
         assert (x == 3).all(), x

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gpubp import MLP
-from gpubp.backend import cuda_status
+from gpubp.device import cuda_status
 from gpubp.testing import assert_close
 
 DEVICES = ["emulated", pytest.param("cupy", marks=pytest.mark.gpu)]
@@ -78,7 +78,7 @@ def test_cupy_backend_without_device_says_why():
     ok, why = cuda_status()
     if ok:
         pytest.skip("a CUDA device is present")
-    from gpubp.kernels import DeviceUnavailable
+    from gpubp.device import DeviceUnavailable
     with pytest.raises(DeviceUnavailable, match="CuPy|CUDA"):
         MLP([2, 2], backend="cupy")
 

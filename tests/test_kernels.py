@@ -14,7 +14,9 @@ from typing import Callable, NamedTuple
 import numpy as np
 import pytest
 
-from gpubp import kernels, launchers, reference
+from gpubp import reference
+from gpubp.cuda import launchers
+from gpubp.cuda import sources as kernels
 from gpubp.testing import assert_close
 
 DTYPES = [np.float32, np.float64]

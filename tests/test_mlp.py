@@ -216,7 +216,7 @@ def test_fit_reads_the_loss_back_only_when_due(rng, monkeypatch):
 
 
 def test_fit_progress_bar_shows_loss(rng):
-    from gpubp.mlp import Progress
+    from gpubp.progress import Progress
 
     class TTY(io.StringIO):
         def isatty(self):
@@ -249,7 +249,7 @@ def test_initialisation_scales():
 
 
 def test_auto_backend_says_what_it_picked():
-    from gpubp.backend import cuda_status
+    from gpubp.device import cuda_status
     net = MLP([2, 2], backend="auto")
     ok, why = cuda_status()
     assert net.backend.name == ("cupy" if ok else "numpy")

@@ -33,12 +33,12 @@ def test_wheel_and_sdist_hold_the_kernels(built):
     names = zipfile.ZipFile(wheel).namelist()
     for k in KERNELS:
         assert f"gpubp/_kernels/{k}" in names
-    assert "gpubp/emulator/cuda_shim.h" in names and "gpubp/emulator/runtime.cpp" in names
+    assert "gpubp/cuda/emulator/cuda_shim.h" in names and "gpubp/cuda/emulator/runtime.cpp" in names
     with tarfile.open(sdist) as t:
         members = {m.name.split("/", 1)[1] for m in t.getmembers() if "/" in m.name}
     for k in KERNELS:
         assert f"kernels/{k}" in members
-    assert "gpubp/emulator/cuda_shim.h" in members
+    assert "gpubp/cuda/emulator/cuda_shim.h" in members
 
 
 def test_installed_wheel_finds_and_runs_its_kernels(built, tmp_path):
@@ -46,7 +46,7 @@ def test_installed_wheel_finds_and_runs_its_kernels(built, tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet",
                     "--target", str(target), str(wheel)], check=True)
-    code = ("import gpubp, gpubp.kernels as k, numpy as np;"
+    code = ("import gpubp, gpubp.cuda.sources as k, numpy as np;"
             "print(gpubp.__file__); print(k.kernel_dir());"
             "from gpubp import MLP;"
             "a = MLP([3, 4, 2], backend='emulated', seed=0).forward(np.ones((2, 3)));"

@@ -1,5 +1,5 @@
 // cuda_shim.h: the CUDA device-code surface that kernels/*.cu may use, for
-// compiling the same source with a host C++ compiler (gpubp.emulator).
+// compiling the same source with a host C++ compiler (gpubp.cuda.emulator).
 //
 // Included before the kernel source; kernels need no #include of their own.
 // Provided: the qualifiers (__global__ __device__ __host__ __forceinline__

@@ -12,12 +12,12 @@ in ``args`` is a NULL pointer on every device.  Each
 family is compiled at most once per process and set of ``defines`` (the
 tunables of the ``.cu`` files, injected as ``-DNAME=value``):
 
-    ks = emulated_kernels()          # the .cu source run on the CPU (gpubp.emulator)
+    ks = emulated_kernels()          # the .cu source run on the CPU (gpubp.cuda.emulator)
     ks = cupy_kernels()              # the .cu source on a CUDA device (cupy.RawModule)
     ks.function("bias_sigmoid_f32")  # -> callable
     ks.param("weight_grad", "TILE")  # -> 64, the value the kernels were compiled with
 
-Launchers (``gpubp.launchers``) read tunables through ``ks.param`` so a launch
+Launchers (``gpubp.cuda.launchers``) read tunables through ``ks.param`` so a launch
 shape always matches the compiled shared-memory tiles.
 """
 from __future__ import annotations
@@ -31,16 +31,19 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-import gpubp
+from ..device import DeviceUnavailable, require_cupy
 
+__all__ = ["DeviceUnavailable", "KernelSet", "kernel_dir", "families", "path", "source", "kernel_names",
+           "defaults", "family_of", "normalize_defines", "compile_options", "emulated_kernels", "cupy_kernels",
+           "CUPY_OPTIONS", "CUPY_RAWMODULE_ADDS"]
 
-class DeviceUnavailable(RuntimeError):
-    """The requested device (CuPy + a CUDA GPU) cannot be used here; the message says why and the fix."""
+#: the gpubp package folder (this file is gpubp/cuda/sources.py)
+_PACKAGE = Path(__file__).resolve().parents[1]
 
 
 def kernel_dir() -> Path:
     """The directory holding the ``.cu`` files: ``gpubp/_kernels`` in a wheel, else ``<repo>/kernels``."""
-    pkg = Path(gpubp.__file__).resolve().parent
+    pkg = _PACKAGE
     for d in (pkg / "_kernels", pkg.parent / "kernels"):
         if d.is_dir() and any(d.glob("*.cu")):
             return d
@@ -111,7 +114,7 @@ def normalize_defines(defines: Mapping[str, int] | None) -> tuple[tuple[str, int
 CUPY_OPTIONS = ("-std=c++17",)
 #: ... and the ones ``cupy.RawModule`` (CuPy 13 and 14, NVRTC) appends itself
 #: (``cupy/cuda/compiler.py``): flush float32 denormals to zero, and functions
-#: are device functions unless said otherwise.  ``gpubp.nvrtc`` compiles with
+#: are device functions unless said otherwise.  ``gpubp.cuda.nvrtc`` compiles with
 #: both, so that its resource report is of the code CuPy loads.
 CUPY_RAWMODULE_ADDS = ("-ftz=true", "--device-as-default-execution-space")
 
@@ -163,25 +166,15 @@ class KernelSet:
 
 @functools.lru_cache(maxsize=None)
 def _emulated(defines: tuple[tuple[str, int], ...]) -> KernelSet:
-    from gpubp import emulator
+    from . import emulator   # lazily: it needs a C++ compiler, and only the emulated device uses it
 
     return KernelSet("emulated", lambda family, options: emulator.load_module(path(family), options=options), defines)
 
 
 def emulated_kernels(defines: Mapping[str, int] | None = None) -> KernelSet:
-    """The kernels on the emulated CUDA device (``gpubp.emulator``: the ``.cu`` source compiled for the CPU);
+    """The kernels on the emulated CUDA device (``gpubp.cuda.emulator``: the ``.cu`` source compiled for the CPU);
     arrays are NumPy arrays.  Cached per ``defines``."""
     return _emulated(normalize_defines(defines))
-
-
-def _cupy_or_raise():
-    from gpubp.backend import cuda_status  # the one probe of CuPy + driver + device
-
-    ok, why = cuda_status()
-    if not ok:
-        raise DeviceUnavailable(why)
-    import cupy
-    return cupy
 
 
 class _CupyModule:
@@ -206,7 +199,7 @@ class _CupyModule:
 
 @functools.lru_cache(maxsize=None)
 def _cupy(defines: tuple[tuple[str, int], ...]) -> KernelSet:
-    cupy = _cupy_or_raise()
+    cupy = require_cupy()   # raises DeviceUnavailable with the reason and the fix
 
     def load(family, options):
         return _CupyModule(cupy.RawModule(code=source(family), options=CUPY_OPTIONS + options))

@@ -1,6 +1,6 @@
 """The kernel backends: GEMMs on ``xp.matmul`` (cuBLAS on a GPU, BLAS under
 the emulator), everything else through the hand-written kernels of
-``kernels/*.cu``, launched by ``gpubp.launchers``.
+``kernels/*.cu``, launched by ``gpubp.cuda.launchers``.
 
     emulated   NumPy arrays; the kernels run on the emulated CUDA device (the
                exact .cu source compiled for the CPU, every CUDA thread a fiber:
@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import launchers
-from .backend import ArrayBackend
+from ..numpy_backend import ArrayBackend
+from . import launchers, sources
 
 
 class KernelBackend(ArrayBackend):
@@ -47,11 +47,10 @@ class KernelBackend(ArrayBackend):
 
     @classmethod
     def create(cls, name, *, defines=None, **options):
-        from . import kernels
         if name == "emulated":
-            return cls("emulated", np, kernels.emulated_kernels(defines), **options)
+            return cls("emulated", np, sources.emulated_kernels(defines), **options)
         if name == "cupy":
-            ks = kernels.cupy_kernels(defines)   # raises DeviceUnavailable with the reason and the fix
+            ks = sources.cupy_kernels(defines)   # raises DeviceUnavailable with the reason and the fix
             import cupy
             return CupyBackend("cupy", cupy, ks, **options)
         raise ValueError(f"no kernel backend {name!r}; use 'emulated' or 'cupy'")

@@ -1,7 +1,7 @@
 """One thin launcher per kernel of ``kernels/*.cu``: validate, pick the dtype's
 kernel, own the launch shape, launch.
 
-Every launcher takes a :class:`gpubp.kernels.KernelSet` first and arrays that
+Every launcher takes a :class:`gpubp.cuda.sources.KernelSet` first and arrays that
 live on its device (NumPy arrays for the emulated device, CuPy arrays for a
 GPU); it uses only ``.dtype``, ``.shape``, ``.size`` and ``.flags.c_contiguous``
 of them, so the same code serves both.  Raw kernels ignore strides and check
@@ -28,7 +28,7 @@ import numbers
 
 import numpy as np
 
-from gpubp.kernels import KernelSet
+from .sources import KernelSet
 
 #: threads per block of the 1-D kernels (elementwise kernels, the naive row kernels)
 BLOCK = 256

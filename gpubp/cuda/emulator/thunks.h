@@ -1,4 +1,4 @@
-// thunks.h: helpers for the wrapper translation unit that gpubp.emulator
+// thunks.h: helpers for the wrapper translation unit that gpubp.cuda.emulator
 // generates around a kernel source.  Included after cuda_shim.h and *before*
 // the kernel source and its -D macros, so that no user macro can rewrite it.
 //

@@ -1,4 +1,4 @@
-// runtime.cpp: the emulated device behind gpubp.emulator.
+// runtime.cpp: the emulated device behind gpubp.cuda.emulator.
 //
 // One launch = gpubp_launch(): copy every array argument into a guarded
 // mapping, run the grid block by block, check the canaries, copy the results

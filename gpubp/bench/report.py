@@ -1,0 +1,137 @@
+"""What the suite measured, as a table, JSON, a summary and a plot file."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .._version import __version__
+from ..device import cuda_status
+from .plot import plot
+from .timing import Row
+
+
+@dataclass
+class Report:
+    rows: list = field(default_factory=list)
+    machine: dict = field(default_factory=dict)
+
+    def to_json(self):
+        return {"machine": self.machine, "rows": [asdict(r) for r in self.rows]}
+
+
+def machine_info():
+    ok, why = cuda_status()
+    info = {"gpubp": __version__, "python": platform.python_version(), "numpy": np.__version__,
+            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "cuda": why}
+    try:
+        import threadpoolctl
+        info["blas"] = [f"{i['internal_api']} {i.get('version')} {i['num_threads']} threads ({i['prefix']})"
+                        for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    except ImportError:
+        pass
+    try:
+        import torch
+        info["torch"] = torch.__version__
+    except ImportError:
+        info["torch"] = None
+    return info
+
+
+
+def fill_ratios(rows):
+    medians = {(r.case, r.impl): r.median_s for r in rows if r.median_s}
+    for r in rows:
+        floor = medians.get(tuple(r.floor)) if r.floor and r.median_s else None
+        if floor:
+            r.floor_ratio = r.median_s / floor
+
+
+def _fmt_time(s):
+    if s is None:
+        return "-"
+    for unit, k in (("s", 1), ("ms", 1e-3), ("us", 1e-6)):
+        if s >= k:
+            return f"{s / k:.3g} {unit}"
+    return f"{s * 1e9:.3g} ns"
+
+
+def _fmt_num(x, unit=""):
+    if x is None:
+        return "-"
+    for suffix, k in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= k:
+            return f"{x / k:.3g} {suffix}{unit}"
+    return f"{x:.3g} {unit}".strip()
+
+
+def row_line(r):
+    if r.median_s is None:        # the reason only; its fix is in the header and the table
+        return f"{r.group:6} {r.case:34} {r.impl:22} {r.note.split('; ')[0]}"
+    extra = f" x{r.floor_ratio:.2f} floor" if r.floor_ratio else ""
+    if r.throughput:
+        extra += f" {r.throughput:,.0f} samples/s"
+    return f"{r.group:6} {r.case:34} {r.impl:22} {_fmt_time(r.median_s):>9} ±{_fmt_time(r.spread_s)}{extra}"
+
+
+def format_table(report: Report) -> str:
+    head = ["group", "case", "implementation", "device", "median", "spread (IQR)", "x GEMM floor",
+            "bytes/call", "flops/call", "GB/s", "TFLOP/s", "% peak BW", "% peak FLOP", "note"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in report.rows:
+        cells = [r.group, r.case, r.impl, r.device, _fmt_time(r.median_s),
+                 _fmt_time(r.spread_s) if r.spread_s is not None else "-",
+                 f"{r.floor_ratio:.2f}" if r.floor_ratio else "-",
+                 _fmt_num(r.bytes, "B"), _fmt_num(r.flops),
+                 f"{r.gbps:.1f}" if r.gbps else "-", f"{r.tflops:.3f}" if r.tflops else "-",
+                 f"{100 * r.peak_bw_fraction:.0f}%" if r.peak_bw_fraction else "-",
+                 f"{100 * r.peak_flops_fraction:.0f}%" if r.peak_flops_fraction else "-",
+                 (f"{r.throughput:,.0f} samples/s " if r.throughput else "") + r.note]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+
+def write(report: Report, out_dir) -> dict:
+    """Write bench.json, bench.md and bench.png into ``out_dir``; returns their paths (and a note)."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {"json": os.path.join(out_dir, "bench.json"), "table": os.path.join(out_dir, "bench.md"),
+             "plot": os.path.join(out_dir, "bench.png")}
+    with open(paths["json"], "w") as f:
+        json.dump(report.to_json(), f, indent=1, default=float)
+    with open(paths["table"], "w") as f:
+        f.write(format_table(report) + "\n")
+    note = plot(report, paths["plot"])
+    if note:
+        paths.pop("plot")
+        paths["note"] = note
+    return paths
+
+
+def failures(report: Report) -> list[Row]:
+    return [r for r in report.rows if r.failed]
+
+
+def summary(report: Report) -> list[str]:
+    """The headline numbers: gpubp's ratio to its floor and its speed-up over the
+    baselines per net; first, any case that failed."""
+    lines = [f"FAILED: {r.case} / {r.impl}: {r.note.removeprefix('FAILED ')}" for r in failures(report)]
+    steps = [r for r in report.rows if r.group == "step" and r.median_s]
+    for case in dict.fromkeys(r.case for r in steps):
+        by = {r.impl: r for r in steps if r.case == case}
+        for backend in ("numpy", "cupy", "cupy graph"):
+            g = by.get(f"gpubp {backend}")
+            if not g:
+                continue
+            parts = [f"{case}: gpubp {backend} {_fmt_time(g.median_s)}"]
+            if g.floor_ratio:
+                parts.append(f"{g.floor_ratio:.2f}x its GEMM floor")
+            for other in ("obvious numpy", "torch cpu", "torch cuda"):
+                o = by.get(other)
+                if o and (o.device == g.device or other == "obvious numpy"):
+                    parts.append(f"{o.median_s / g.median_s:.2f}x the speed of {other}")
+            lines.append(", ".join(parts))
+    return lines

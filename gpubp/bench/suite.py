@@ -1,0 +1,80 @@
+"""The suite: build the cases, run them group by group, fill in the ratios."""
+from __future__ import annotations
+
+from ..device import cuda_status
+from .cases import LOSSES, NETS, Case, e2e_case, kernel_cases, net_label, step_cases, step_flops
+from .report import Report, fill_ratios, machine_info, row_line
+from .timing import gpu_peaks, run_cases
+
+
+def parse_sizes(text):
+    """'784,30,10:10;784,256,256,10:128' → [([784, 30, 10], 10), ...]"""
+    nets = []
+    for part in text.split(";"):
+        if not part.strip():
+            continue
+        try:
+            sizes, B = part.split(":")
+            nets.append(([int(s) for s in sizes.split(",")], int(B)))
+        except ValueError:
+            raise ValueError(f"--sizes takes 'w0,w1,...:batch' separated by ';', e.g. '784,30,10:10'; got {part!r}") from None
+    return nets
+
+
+def run(backends=None, nets=None, quick=False, groups=("step", "kernel", "e2e"), log=print) -> Report:
+    """Run the suite and return its rows; ``log`` receives one line per case."""
+    ok, why = cuda_status()
+    if backends is None:
+        backends = ["numpy"] + (["cupy"] if ok else [])
+    gpu_note = None if ok else why
+    report = Report(machine=machine_info())
+    peaks = gpu_peaks() if ok else (None, None, None)
+    report.machine["gpu_peaks"] = peaks[2] if ok else None
+    nets = nets or NETS
+    cases = []
+    torch_devices = ["cpu"] + (["cuda"] if ok else [])
+    if "step" in groups:
+        for sizes, B in nets:
+            for loss in LOSSES:
+                cases += step_cases(sizes, B, loss, backends=backends, torch_devices=torch_devices)
+                if "cupy" not in backends and gpu_note:
+                    label = net_label(sizes, B, loss)
+                    cases.append(Case("step", label, "gpubp cupy", "gpu", None, unavailable=gpu_note,
+                                      flops=step_flops(sizes, B)))
+    if "kernel" in groups:
+        for name in dict.fromkeys(list(backends) + ["cupy"]):
+            cases += kernel_cases(name)
+    if "e2e" in groups:
+        cases += [e2e_case(name, epochs=2 if quick else 5) for name in backends]
+    by_case = {}
+    for case in cases:                     # the cases of one comparison run together
+        by_case.setdefault((case.group, case.case), []).append(case)
+    for group in by_case.values():
+        for row in run_cases(group, quick, peaks[:2]):
+            report.rows.append(row)
+            log(row_line(row))
+    fill_ratios(report.rows)
+    return report
+
+
+
+def pytest_case(benchmark, case: Case):
+    """Run one case under pytest-benchmark (``benchmarks/``): skip with the
+    reason if unavailable, check, then time.  pytest-benchmark's timer is the
+    CPU's, so GPU calls are wrapped with a stream synchronisation."""
+    import pytest
+    if case.fn is None:
+        pytest.skip(case.unavailable)
+    if case.check is not None:
+        case.check()
+    fn = case.fn
+    if case.device == "gpu":
+        import cupy
+
+        def fn(f=case.fn):
+            f()
+            cupy.cuda.get_current_stream().synchronize()
+    benchmark.extra_info.update({"impl": case.impl, "device": case.device, "flops": case.flops,
+                                 "bytes": case.bytes, "floor": list(case.floor) if case.floor else None})
+    benchmark.group = case.case
+    benchmark(fn)
