@@ -6,9 +6,14 @@ Shapes: ``a`` and ``y`` are B × O (batch-first); ``loss`` is B.  Every function
 writes into the arrays it is given (``out=``) so a training step allocates
 nothing; ``tmp`` and ``tmp2`` are B × O scratch arrays.
 
-The cost of a batch is the mean of the per-sample losses, so the gradient of
-the batch cost carries a factor 1/B; the MLP applies it once, to δ_L (see
-``MLP.backward``).
+``delta`` is the per-sample error.  The cost of a batch is the mean of the
+per-sample losses, so the gradient of the batch cost carries a factor 1/B; the
+MLP applies it where BP3/BP4 sum the errors over the batch (``scale=1/B`` of
+the weight gradient), not to δ_L.
+
+Each class names its CUDA kernel (``kernel``, in ``kernels/delta.cu``), which
+computes the same ``delta`` and ``fn`` in one pass; a cost without one runs on
+the NumPy backend only.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ class QuadraticCost:
     """MSE: C = ½ Σ_c (a − y)²  per sample; δ_L = (a − y) ⊙ a(1 − a)  (σ'(z) = a(1 − a))."""
 
     name = "mse"
+    kernel = "output_delta_mse"
 
     @staticmethod
     def fn(a, y, loss, tmp, tmp2):
@@ -46,6 +52,7 @@ class CrossEntropyCost:
     δ_L = a − y: σ'(z) cancels against the derivative of the logarithms."""
 
     name = "cross_entropy"
+    kernel = "output_delta_ce"
 
     @staticmethod
     def fn(a, y, loss, tmp, tmp2):

@@ -85,6 +85,7 @@ class MLP:
         self.cost = get_cost(loss)
         self.dtype = check_dtype(dtype)
         self.backend, self.backend_reason = get_backend(backend, **(backend_options or {}))
+        self.backend.check_cost(self.cost)
         if verbose:
             print(f"gpubp: backend {self.backend_reason}", file=sys.stderr)
         self.rng = np.random.default_rng(seed)

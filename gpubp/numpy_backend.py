@@ -113,14 +113,15 @@ class ArrayBackend:
         z += half
 
     # -- backward ------------------------------------------------------------
-    def output_delta(self, cost, a, y, delta, loss=None, scale=1.0):
-        """delta = scale · δ_L(a, y) for ``cost``; loss[r] = per-sample cost (if given)."""
+    def check_cost(self, cost) -> None:
+        """Raise InputError if this backend cannot compute ``cost`` (every cost with ``fn``/``delta`` works here)."""
+
+    def output_delta(self, cost, a, y, delta, loss=None):
+        """delta = δ_L(a, y) for ``cost`` (per sample); loss[r] = per-sample cost (if given)."""
         tmp = self._scratch(a.shape, a.dtype, "tmp")
         if loss is not None:
             cost.fn(a, y, loss, tmp, self._scratch(a.shape, a.dtype, "tmp2"))
         cost.delta(a, y, delta, tmp)
-        if scale != 1.0:
-            delta *= self._c(scale, delta.dtype)
 
     def loss(self, cost, a, y, loss):
         """loss[r] = per-sample cost of row r (no delta)."""

@@ -44,41 +44,41 @@ def sigmoid_delta(g, a, delta):
     delta[...] = _f64(g) * a64 * (1 - a64)
 
 
-def output_delta(kind, a, y, delta, loss=None, *, scale=1.0):
-    """delta = scale · δ_L and loss[r] = the unscaled per-sample cost (if ``loss`` is given):
-    mse:            δ_L = (a − y) ⊙ a ⊙ (1 − a),  loss = ½ Σ_c (a − y)²
-    cross_entropy:  δ_L = a − y,                  loss = −Σ_c [y ln max(a, ε) + (1 − y) ln max(1 − a, ε)]"""
+def output_delta(kernel, a, y, delta, loss=None):
+    """delta = δ_L and loss[r] = the per-sample cost (if ``loss`` is given), for the cost whose kernel is
+    output_delta_mse:  δ_L = (a − y) ⊙ a ⊙ (1 − a),  loss = ½ Σ_c (a − y)²
+    output_delta_ce:   δ_L = a − y,                  loss = −Σ_c [y ln max(a, ε) + (1 − y) ln max(1 − a, ε)]"""
     a64, y64 = _f64(a), _f64(y)
-    if kind == "mse":
+    if kernel == "output_delta_mse":
         d = (a64 - y64) * a64 * (1 - a64)
         per_element = 0.5 * (a64 - y64) ** 2
-    elif kind == "cross_entropy":
+    elif kernel == "output_delta_ce":
         eps = CE_EPS[np.dtype(a.dtype)]
         d = a64 - y64
         per_element = -(y64 * np.log(np.maximum(a64, eps)) + (1 - y64) * np.log(np.maximum(1 - a64, eps)))
     else:
-        raise ValueError(f"output_delta: kind must be 'mse' or 'cross_entropy', got {kind!r}")
-    delta[...] = scale * d
+        raise ValueError(f"output_delta: kernel must be 'output_delta_mse' or 'output_delta_ce', got {kernel!r}")
+    delta[...] = d
     if loss is not None:
         loss[...] = per_element.sum(axis=1)
 
 
-def weight_grad(A, D, dW, db=None, *, scale=1.0):
-    """dW = scale · Aᵀ D (I×O); db = scale · Σ_r D[r, :] (O) if given."""
-    D64 = _f64(D)
-    dW[...] = scale * (_f64(A).T @ D64)
+def weight_grad(a_prev, delta, dW, db=None, *, scale=1.0):
+    """dW = scale · a_prevᵀ delta (I×O); db = scale · Σ_r delta[r, :] (O) if given."""
+    delta64 = _f64(delta)
+    dW[...] = scale * (_f64(a_prev).T @ delta64)
     if db is not None:
-        db[...] = scale * D64.sum(axis=0)
+        db[...] = scale * delta64.sum(axis=0)
 
 
-def weight_grad_sgd(A, D, W, b, vW=None, vb=None, *, scale=1.0, eta, lmbda=0.0, mu=0.0):
-    """g = scale · Aᵀ D + lmbda · W;  vW ← mu · vW + g;  W ← W − eta · vW   (W ← W − eta · g without vW)
-    gb = scale · Σ_r D[r, :];       vb ← mu · vb + gb; b ← b − eta · vb   (b ← b − eta · gb without vb)"""
+def weight_grad_sgd(a_prev, delta, W, b, vW=None, vb=None, *, scale=1.0, eta, lmbda=0.0, mu=0.0):
+    """g = scale · a_prevᵀ delta + lmbda · W;  vW ← mu · vW + g;  W ← W − eta · vW  (W ← W − eta · g without vW)
+    gb = scale · Σ_r delta[r, :];           vb ← mu · vb + gb; b ← b − eta · vb  (b ← b − eta · gb without vb)"""
     if mu != 0 and (vW is None or vb is None):
         raise ValueError(f"weight_grad_sgd: mu = {mu} needs momentum buffers; pass vW and vb")
     W64 = _f64(W)
-    g = scale * (_f64(A).T @ _f64(D)) + lmbda * W64
-    gb = scale * _f64(D).sum(axis=0)
+    g = scale * (_f64(a_prev).T @ _f64(delta)) + lmbda * W64
+    gb = scale * _f64(delta).sum(axis=0)
     for p, v, grad in ((W, vW, g), (b, vb, gb)):
         if v is not None:
             grad = mu * _f64(v) + grad

@@ -7,13 +7,15 @@
  *   hidden layer (BP2), g = δ_{l+1} W_{l+1}ᵀ from the GEMM:
  *     sigmoid_delta:      delta = g ⊙ a ⊙ (1 − a)                        (n = B*O elements)
  *
- *   output layer (BP1), y = targets, scale = 1/B for a batch mean:
- *     output_delta_mse:   delta[r, c] = scale · (a − y) ⊙ a ⊙ (1 − a)
+ *   output layer (BP1), y = targets:
+ *     output_delta_mse:   delta[r, c] = (a − y) ⊙ a ⊙ (1 − a)
  *                         loss[r]     = ½ Σ_c (a − y)²
- *     output_delta_ce:    delta[r, c] = scale · (a − y)     (sigmoid + cross-entropy: σ' cancels)
+ *     output_delta_ce:    delta[r, c] = a − y               (sigmoid + cross-entropy: σ' cancels)
  *                         loss[r]     = −Σ_c [y ln max(a, ε) + (1 − y) ln max(1 − a, ε)]
  *                         ε = 1e-7 (float), 1e-12 (double): gpubp.reference.CE_EPS
- *   loss is per sample and unscaled; loss may be NULL (then it is not computed).
+ *   delta is the per-sample error: the 1/B of a batch mean is applied where BP3/BP4 sum
+ *   over the batch (weight_grad.cu's scale).  loss is per sample; it may be NULL (then it
+ *   is not computed).
  *
  * Layout: g, a, y, delta are B×O row-major (x[r, c] at x[r*O + c]); loss has B.
  * Outputs: delta and loss are overwritten; nothing is accumulated. delta may
@@ -67,7 +69,7 @@ template <typename T> __device__ inline T ce_eps();
 template <> __device__ inline float ce_eps<float>() { return 1e-7f; }
 template <> __device__ inline double ce_eps<double>() { return 1e-12; }
 
-// The two costs, one element at a time: delta (before scale) and the loss term.
+// The two costs, one element at a time: the delta and the loss term.
 struct Mse {
     template <typename T> __device__ static T delta(T a, T y) { return (a - y) * a * (T(1) - a); }
     template <typename T> __device__ static T loss(T a, T y) { return T(0.5) * (a - y) * (a - y); }
@@ -108,13 +110,13 @@ __device__ void sigmoid_delta_fast(const T* g, const T* a, T* delta, int n) {
 // ---------------------------------------------------------------------------
 // output_delta, naive: one thread per row, serial over the columns.
 template <typename Cost, typename T>
-__device__ void output_delta_naive(const T* a, const T* y, T* delta, T* loss, int B, int O, T scale) {
+__device__ void output_delta_naive(const T* a, const T* y, T* delta, T* loss, int B, int O) {
     int r = blockIdx.x * blockDim.x + threadIdx.x;
     if (r < B) {
         T sum = T(0);
         for (int c = 0; c < O; c++) {
             int i = r * O + c;
-            delta[i] = scale * Cost::delta(a[i], y[i]);
+            delta[i] = Cost::delta(a[i], y[i]);
             sum += Cost::loss(a[i], y[i]);
         }
         if (loss != nullptr) loss[r] = sum;
@@ -123,7 +125,7 @@ __device__ void output_delta_naive(const T* a, const T* y, T* delta, T* loss, in
 
 // output_delta, fast: ROW_THREADS threads per row, shared-memory tree reduction for the loss.
 template <typename Cost, typename T>
-__device__ void output_delta_fast(const T* a, const T* y, T* delta, T* loss, int B, int O, T scale) {
+__device__ void output_delta_fast(const T* a, const T* y, T* delta, T* loss, int B, int O) {
     __shared__ T partial[ROWS_PER_BLOCK][ROW_THREADS];    // partial[ty][tx]: loss of row r, columns tx, tx+ROW_THREADS, ...
     int tx = threadIdx.x, ty = threadIdx.y;
     int r = blockIdx.x * ROWS_PER_BLOCK + ty;
@@ -131,7 +133,7 @@ __device__ void output_delta_fast(const T* a, const T* y, T* delta, T* loss, int
     if (r < B) {
         for (int c = tx; c < O; c += ROW_THREADS) {
             int i = r * O + c;
-            delta[i] = scale * Cost::delta(a[i], y[i]);
+            delta[i] = Cost::delta(a[i], y[i]);
             sum += Cost::loss(a[i], y[i]);
         }
     }
@@ -150,12 +152,12 @@ extern "C" __global__ void sigmoid_delta_naive_f64(const double* g, const double
 extern "C" __global__ void sigmoid_delta_f32(const float* g, const float* a, float* delta, int n) { sigmoid_delta_fast(g, a, delta, n); }
 extern "C" __global__ void sigmoid_delta_f64(const double* g, const double* a, double* delta, int n) { sigmoid_delta_fast(g, a, delta, n); }
 
-extern "C" __global__ void output_delta_mse_naive_f32(const float* a, const float* y, float* delta, float* loss, int B, int O, float scale) { output_delta_naive<Mse>(a, y, delta, loss, B, O, scale); }
-extern "C" __global__ void output_delta_mse_naive_f64(const double* a, const double* y, double* delta, double* loss, int B, int O, double scale) { output_delta_naive<Mse>(a, y, delta, loss, B, O, scale); }
-extern "C" __global__ void output_delta_mse_f32(const float* a, const float* y, float* delta, float* loss, int B, int O, float scale) { output_delta_fast<Mse>(a, y, delta, loss, B, O, scale); }
-extern "C" __global__ void output_delta_mse_f64(const double* a, const double* y, double* delta, double* loss, int B, int O, double scale) { output_delta_fast<Mse>(a, y, delta, loss, B, O, scale); }
+extern "C" __global__ void output_delta_mse_naive_f32(const float* a, const float* y, float* delta, float* loss, int B, int O) { output_delta_naive<Mse>(a, y, delta, loss, B, O); }
+extern "C" __global__ void output_delta_mse_naive_f64(const double* a, const double* y, double* delta, double* loss, int B, int O) { output_delta_naive<Mse>(a, y, delta, loss, B, O); }
+extern "C" __global__ void output_delta_mse_f32(const float* a, const float* y, float* delta, float* loss, int B, int O) { output_delta_fast<Mse>(a, y, delta, loss, B, O); }
+extern "C" __global__ void output_delta_mse_f64(const double* a, const double* y, double* delta, double* loss, int B, int O) { output_delta_fast<Mse>(a, y, delta, loss, B, O); }
 
-extern "C" __global__ void output_delta_ce_naive_f32(const float* a, const float* y, float* delta, float* loss, int B, int O, float scale) { output_delta_naive<CrossEntropy>(a, y, delta, loss, B, O, scale); }
-extern "C" __global__ void output_delta_ce_naive_f64(const double* a, const double* y, double* delta, double* loss, int B, int O, double scale) { output_delta_naive<CrossEntropy>(a, y, delta, loss, B, O, scale); }
-extern "C" __global__ void output_delta_ce_f32(const float* a, const float* y, float* delta, float* loss, int B, int O, float scale) { output_delta_fast<CrossEntropy>(a, y, delta, loss, B, O, scale); }
-extern "C" __global__ void output_delta_ce_f64(const double* a, const double* y, double* delta, double* loss, int B, int O, double scale) { output_delta_fast<CrossEntropy>(a, y, delta, loss, B, O, scale); }
+extern "C" __global__ void output_delta_ce_naive_f32(const float* a, const float* y, float* delta, float* loss, int B, int O) { output_delta_naive<CrossEntropy>(a, y, delta, loss, B, O); }
+extern "C" __global__ void output_delta_ce_naive_f64(const double* a, const double* y, double* delta, double* loss, int B, int O) { output_delta_naive<CrossEntropy>(a, y, delta, loss, B, O); }
+extern "C" __global__ void output_delta_ce_f32(const float* a, const float* y, float* delta, float* loss, int B, int O) { output_delta_fast<CrossEntropy>(a, y, delta, loss, B, O); }
+extern "C" __global__ void output_delta_ce_f64(const double* a, const double* y, double* delta, double* loss, int B, int O) { output_delta_fast<CrossEntropy>(a, y, delta, loss, B, O); }

@@ -83,13 +83,25 @@ def test_cupy_backend_without_device_says_why():
         MLP([2, 2], backend="cupy")
 
 
-def test_custom_cost_is_refused_by_kernels():
+def test_custom_cost_is_refused_by_kernels_when_the_model_is_made():
+    from gpubp import InputError
+
     class Hinge:
         name = "hinge"
         fn = delta = staticmethod(lambda *a: None)
-    net = MLP([2, 2], loss=Hinge, backend="emulated")
-    with pytest.raises(ValueError, match="kernels implement the costs .* not 'hinge'"):
-        net.step(np.zeros((1, 2)), np.array([[0.0, 1.0]]), lr=0.1)
+    with pytest.raises(InputError, match=r"kernels are in kernels/delta.cu \(output_delta_mse, output_delta_ce\); "
+                                         r"'hinge' names no kernel; use backend='numpy'"):
+        MLP([2, 2], loss=Hinge, backend="emulated")
+    Hinge.kernel = "output_delta_hinge"
+    with pytest.raises(InputError, match="'hinge' names 'output_delta_hinge'"):
+        MLP([2, 2], loss=Hinge, backend="emulated")
+    assert MLP([2, 2], loss=Hinge, backend="numpy").cost is Hinge     # NumPy runs any cost with fn/delta
+
+
+def test_each_builtin_cost_names_a_kernel_of_delta_cu():
+    from gpubp.costs import COSTS
+    from gpubp.cuda import launchers
+    assert sorted(c.kernel for c in COSTS.values()) == sorted(launchers.output_delta_kernels())
 
 
 @pytest.mark.gpu

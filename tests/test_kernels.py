@@ -131,29 +131,28 @@ def _output_layer(rng, B, O, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("naive", NAIVE)
-@pytest.mark.parametrize("kind", ["mse", "cross_entropy"])
+@pytest.mark.parametrize("kind", ["output_delta_mse", "output_delta_ce"])
 def test_output_delta(dev, kind, naive, dtype):
     rng = np.random.default_rng(3)
     for B, O in ROW_SHAPES:
         a, y = _output_layer(rng, B, O, dtype)
-        scale = 1.0 / B
         expected_delta, expected_loss = np.empty((B, O)), np.empty(B)
-        reference.output_delta(kind, a, y, expected_delta, expected_loss, scale=scale)
+        reference.output_delta(kind, a, y, expected_delta, expected_loss)
 
         delta, loss = dev.put(nan_like((B, O), dtype)), dev.put(nan_like(B, dtype))
-        launchers.output_delta(dev.ks, kind, dev.put(a), dev.put(y), delta, loss, scale=scale, naive=naive)
+        launchers.output_delta(dev.ks, kind, dev.put(a), dev.put(y), delta, loss, naive=naive)
         assert_close(delta, expected_delta, dtype, what=f"output_delta {kind} delta {(B, O)}")
         assert_close(loss, expected_loss, dtype, what=f"output_delta {kind} loss {(B, O)}")
 
         delta = dev.put(nan_like((B, O), dtype))  # loss=None: the delta alone
-        launchers.output_delta(dev.ks, kind, dev.put(a), dev.put(y), delta, None, scale=scale, naive=naive)
+        launchers.output_delta(dev.ks, kind, dev.put(a), dev.put(y), delta, None, naive=naive)
         assert_close(delta, expected_delta, dtype, what=f"output_delta {kind} delta without loss {(B, O)}")
 
 
 # -- weight_grad.cu -----------------------------------------------------------------------------
 
 def _layer(rng, B, I, O, dtype):
-    """A: activations in (0, 1); D: deltas of either sign."""
+    """a_prev: activations in (0, 1); delta: deltas of either sign."""
     return rng.uniform(0.0, 1.0, (B, I)).astype(dtype), rng.normal(0.0, 0.5, (B, O)).astype(dtype)
 
 
@@ -162,19 +161,19 @@ def _layer(rng, B, I, O, dtype):
 def test_weight_grad(dev, naive, dtype):
     rng = np.random.default_rng(4)
     for B, I, O in WG_SHAPES:
-        A, D = _layer(rng, B, I, O, dtype)
+        a_prev, delta = _layer(rng, B, I, O, dtype)
         scale = 1.0 / B
         expected_dW, expected_db = np.empty((I, O)), np.empty(O)
-        reference.weight_grad(A, D, expected_dW, expected_db, scale=scale)
-        A_dev, D_dev = dev.put(A), dev.put(D)
+        reference.weight_grad(a_prev, delta, expected_dW, expected_db, scale=scale)
+        a_prev_dev, delta_dev = dev.put(a_prev), dev.put(delta)
 
         dW, db = dev.put(nan_like((I, O), dtype)), dev.put(nan_like(O, dtype))
-        launchers.weight_grad(dev.ks, A_dev, D_dev, dW, db, scale=scale, naive=naive)
+        launchers.weight_grad(dev.ks, a_prev_dev, delta_dev, dW, db, scale=scale, naive=naive)
         assert_close(dW, expected_dW, dtype, what=f"weight_grad dW {(B, I, O)}")
         assert_close(db, expected_db, dtype, what=f"weight_grad db {(B, I, O)}")
 
         dW = dev.put(nan_like((I, O), dtype))  # db=None: dW alone
-        launchers.weight_grad(dev.ks, A_dev, D_dev, dW, scale=scale, naive=naive)
+        launchers.weight_grad(dev.ks, a_prev_dev, delta_dev, dW, scale=scale, naive=naive)
         assert_close(dW, expected_dW, dtype, what=f"weight_grad dW without db {(B, I, O)}")
 
 
@@ -185,15 +184,15 @@ def test_weight_grad_sgd(dev, momentum, naive, dtype):
     rng = np.random.default_rng(5)
     hyper = dict(eta=0.5, lmbda=1e-3, mu=0.9) if momentum else dict(eta=0.5)
     for B, I, O in WG_SHAPES:
-        A, D = _layer(rng, B, I, O, dtype)
+        a_prev, delta = _layer(rng, B, I, O, dtype)
         W, b = rng.normal(size=(I, O)).astype(dtype), rng.normal(size=O).astype(dtype)
         vW, vb = (rng.normal(0.0, 0.1, (I, O)).astype(dtype), rng.normal(0.0, 0.1, O).astype(dtype)) \
             if momentum else (None, None)
         expected = [None if x is None else x.astype(np.float64) for x in (W, b, vW, vb)]
-        reference.weight_grad_sgd(A, D, *expected, scale=1.0 / B, **hyper)
+        reference.weight_grad_sgd(a_prev, delta, *expected, scale=1.0 / B, **hyper)
 
         params = [None if x is None else dev.put(x) for x in (W, b, vW, vb)]
-        launchers.weight_grad_sgd(dev.ks, dev.put(A), dev.put(D), *params, scale=1.0 / B, naive=naive, **hyper)
+        launchers.weight_grad_sgd(dev.ks, dev.put(a_prev), dev.put(delta), *params, scale=1.0 / B, naive=naive, **hyper)
         for name, actual, want in zip(("W", "b", "vW", "vb"), params, expected):
             if want is not None:
                 assert_close(actual, want, dtype, what=f"weight_grad_sgd {name} {(B, I, O)}")
@@ -210,19 +209,19 @@ def test_injected_tunables(dev, dtype):
     assert ks.param("weight_grad", "TILE") == 32 and ks.param("delta", "ROW_THREADS") == 8
     rng = np.random.default_rng(6)
     for B, I, O in [(1, 1, 1), (7, 31, 33), (9, 33, 65), (17, 64, 31)]:
-        A, D = _layer(rng, B, I, O, dtype)
+        a_prev, delta = _layer(rng, B, I, O, dtype)
         expected_dW, expected_db = np.empty((I, O)), np.empty(O)
-        reference.weight_grad(A, D, expected_dW, expected_db, scale=0.25)
+        reference.weight_grad(a_prev, delta, expected_dW, expected_db, scale=0.25)
         dW, db = dev.put(nan_like((I, O), dtype)), dev.put(nan_like(O, dtype))
-        launchers.weight_grad(ks, dev.put(A), dev.put(D), dW, db, scale=0.25)
+        launchers.weight_grad(ks, dev.put(a_prev), dev.put(delta), dW, db, scale=0.25)
         assert_close(dW, expected_dW, dtype, what=f"weight_grad dW, small tiles {(B, I, O)}")
         assert_close(db, expected_db, dtype, what=f"weight_grad db, small tiles {(B, I, O)}")
 
         a, y = _output_layer(rng, B, O, dtype)
         expected_delta, expected_loss = np.empty((B, O)), np.empty(B)
-        reference.output_delta("cross_entropy", a, y, expected_delta, expected_loss)
+        reference.output_delta("output_delta_ce", a, y, expected_delta, expected_loss)
         delta, loss = dev.put(nan_like((B, O), dtype)), dev.put(nan_like(B, dtype))
-        launchers.output_delta(ks, "cross_entropy", dev.put(a), dev.put(y), delta, loss)
+        launchers.output_delta(ks, "output_delta_ce", dev.put(a), dev.put(y), delta, loss)
         assert_close(delta, expected_delta, dtype, what=f"output_delta delta, small tiles {(B, O)}")
         assert_close(loss, expected_loss, dtype, what=f"output_delta loss, small tiles {(B, O)}")
 
@@ -244,7 +243,7 @@ def test_unknown_tunable_is_refused():
 def test_launchers_reject_bad_input(dev):
     ks, put = dev.ks, dev.put
     f32 = np.zeros((4, 3), np.float32)
-    A, D, W = put(np.zeros((5, 4), np.float32)), put(np.zeros((5, 3), np.float32)), put(f32)
+    a_prev, delta, W = put(np.zeros((5, 4), np.float32)), put(np.zeros((5, 3), np.float32)), put(f32)
     b = put(np.zeros(3, np.float32))
 
     with pytest.raises(TypeError, match=r"bias_sigmoid: z has dtype float16; the kernels take float32 or float64"):
@@ -255,30 +254,31 @@ def test_launchers_reject_bad_input(dev):
         launchers.bias_sigmoid(ks, put(f32), put(np.zeros(3)))
     with pytest.raises(ValueError, match=r"bias_sigmoid: b has shape \(4,\) but must be \(3,\)"):
         launchers.bias_sigmoid(ks, put(f32), put(np.zeros(4, np.float32)))
-    with pytest.raises(ValueError, match=r"weight_grad: A is not C-contiguous .*; pass xp\.ascontiguousarray\(A\)"):
-        launchers.weight_grad(ks, put(np.zeros((4, 5), np.float32)).T, D, W)
+    with pytest.raises(ValueError, match=r"weight_grad: a_prev is not C-contiguous .*; pass xp\.ascontiguousarray\(a_prev\)"):
+        launchers.weight_grad(ks, put(np.zeros((4, 5), np.float32)).T, delta, W)
     with pytest.raises(ValueError, match=r"sigmoid_delta: g is not C-contiguous"):
         launchers.sigmoid_delta(ks, put(np.zeros((4, 6), np.float32))[:, ::2], put(f32), put(f32))
     with pytest.raises(ValueError, match=r"sigmoid_delta: delta has shape \(3, 4\) but must be \(4, 3\)"):
         launchers.sigmoid_delta(ks, put(f32), put(f32), put(np.zeros((3, 4), np.float32)))
-    with pytest.raises(ValueError, match=r"weight_grad: D has 4 rows but A has 5"):
-        launchers.weight_grad(ks, A, put(np.zeros((4, 3), np.float32)), W)
+    with pytest.raises(ValueError, match=r"weight_grad: delta has 4 rows but a_prev has 5"):
+        launchers.weight_grad(ks, a_prev, put(np.zeros((4, 3), np.float32)), W)
     with pytest.raises(ValueError, match=r"weight_grad: dW has shape \(3, 4\) but must be \(4, 3\)"):
-        launchers.weight_grad(ks, A, D, put(np.zeros((3, 4), np.float32)))
-    with pytest.raises(ValueError, match=r"weight_grad: A must be 2-D \(B, I\)"):
-        launchers.weight_grad(ks, put(np.zeros(5, np.float32)), D, W)
+        launchers.weight_grad(ks, a_prev, delta, put(np.zeros((3, 4), np.float32)))
+    with pytest.raises(ValueError, match=r"weight_grad: a_prev must be 2-D \(B, I\)"):
+        launchers.weight_grad(ks, put(np.zeros(5, np.float32)), delta, W)
     with pytest.raises(ValueError, match=r"weight_grad_sgd: mu = 0.9 needs momentum buffers; pass vW and vb"):
-        launchers.weight_grad_sgd(ks, A, D, W, b, eta=0.1, mu=0.9)
+        launchers.weight_grad_sgd(ks, a_prev, delta, W, b, eta=0.1, mu=0.9)
     with pytest.raises(ValueError, match=r"weight_grad_sgd: pass the momentum buffers vW and vb together"):
-        launchers.weight_grad_sgd(ks, A, D, W, b, put(f32), eta=0.1, mu=0.9)
+        launchers.weight_grad_sgd(ks, a_prev, delta, W, b, put(f32), eta=0.1, mu=0.9)
     with pytest.raises(ValueError, match=r"weight_grad_sgd: eta = nan is not finite"):
-        launchers.weight_grad_sgd(ks, A, D, W, b, eta=float("nan"))
+        launchers.weight_grad_sgd(ks, a_prev, delta, W, b, eta=float("nan"))
     with pytest.raises(ValueError, match=r"weight_grad: scale = 1e\+40 is not finite in float32"):
-        launchers.weight_grad(ks, A, D, W, scale=1e40)
-    with pytest.raises(ValueError, match=r"output_delta: kind must be one of 'mse', 'cross_entropy', got 'ce'"):
-        launchers.output_delta(ks, "ce", put(f32), put(f32), put(f32))
+        launchers.weight_grad(ks, a_prev, delta, W, scale=1e40)
+    with pytest.raises(ValueError, match=r"output_delta: kernel must be one of 'output_delta_mse', 'output_delta_ce' "
+                                         r"\(a cost's \.kernel\), got 'mse'"):
+        launchers.output_delta(ks, "mse", put(f32), put(f32), put(f32))
     with pytest.raises(ValueError, match=r"output_delta: loss has shape \(3,\) but must be \(4,\)"):
-        launchers.output_delta(ks, "mse", put(f32), put(f32), put(f32), put(np.zeros(3, np.float32)))
+        launchers.output_delta(ks, "output_delta_mse", put(f32), put(f32), put(f32), put(np.zeros(3, np.float32)))
     # nothing was launched: W is untouched by the refused updates
     assert_close(W, np.zeros((4, 3)), np.float32, what="W after refused launches")
 

@@ -249,13 +249,13 @@ def kernel_napkin(B, I, O, itemsize=4):
         "bias_sigmoid": dict(fused=(2 * n + O) * s, unfused=(10 * n + O) * s, flops=4 * n,
                              math="z = sigmoid(z + b)", unfused_expr="1 / (1 + exp(-(z + b)))"),
         "weight_grad": dict(fused=(B * I + B * O + I * O + O) * s, unfused=(B * I + 2 * B * O + I * O + O) * s,
-                            flops=2 * B * I * O + n, math="dW = A^T D, db = sum_B D",
-                            unfused_expr="A.T @ D; D.sum(0)"),
+                            flops=2 * B * I * O + n, math="dW = a_prev^T delta, db = sum_B delta",
+                            unfused_expr="a_prev.T @ delta; delta.sum(0)"),
         "weight_grad_sgd": dict(fused=(B * I + B * O + 2 * I * O + 2 * O) * s,
                                 unfused=(B * I + 2 * B * O + 6 * I * O + 6 * O) * s,
                                 flops=2 * B * I * O + n + 2 * I * O + 2 * O,
-                                math="W -= eta A^T D, b -= eta sum_B D",
-                                unfused_expr="dW = A.T @ D; W -= eta * dW; b -= eta * D.sum(0)"),
+                                math="W -= eta a_prev^T delta, b -= eta sum_B delta",
+                                unfused_expr="dW = a_prev.T @ delta; W -= eta * dW; b -= eta * delta.sum(0)"),
     }
 
 
@@ -280,12 +280,12 @@ def kernel_cases(backend_name, shape=KERNEL_SHAPE, seed=0):
 
     g, a = dev(rng.standard_normal((B, O))), dev(rng.random((B, O)))
     z, b = dev(rng.standard_normal((B, O))), dev(rng.standard_normal(O))
-    A, D = dev(rng.random((B, I))), dev(rng.standard_normal((B, O)) * 1e-2)
-    W0, delta, dW, db = rng.standard_normal((I, O)), bk.empty((B, O), f32), bk.empty((I, O), f32), bk.empty(O, f32)
+    a_prev, delta = dev(rng.random((B, I))), dev(rng.standard_normal((B, O)) * 1e-2)
+    W0, delta_out, dW, db = rng.standard_normal((I, O)), bk.empty((B, O), f32), bk.empty((I, O), f32), bk.empty(O, f32)
     W, bb = dev(W0), dev(np.zeros(O))
     z0 = bk.to_numpy(z).astype(np.float64)
     g64, a64 = bk.to_numpy(g).astype(np.float64), bk.to_numpy(a).astype(np.float64)
-    A64, D64 = bk.to_numpy(A).astype(np.float64), bk.to_numpy(D).astype(np.float64)
+    a_prev64, delta64 = bk.to_numpy(a_prev).astype(np.float64), bk.to_numpy(delta).astype(np.float64)
     b64 = bk.to_numpy(b).astype(np.float64)
 
     def checked(what, got, expected):
@@ -300,8 +300,8 @@ def kernel_cases(backend_name, shape=KERNEL_SHAPE, seed=0):
                           bytes=napkin[op][key], flops=napkin[op]["flops"]))
 
     # hidden delta
-    add("sigmoid_delta", "fused", lambda: bk.sigmoid_delta(g, a, delta),
-        lambda: (bk.sigmoid_delta(g, a, delta), checked("sigmoid_delta", delta, g64 * a64 * (1 - a64))))
+    add("sigmoid_delta", "fused", lambda: bk.sigmoid_delta(g, a, delta_out),
+        lambda: (bk.sigmoid_delta(g, a, delta_out), checked("sigmoid_delta", delta_out, g64 * a64 * (1 - a64))))
     add("sigmoid_delta", "unfused", lambda: g * a * (1 - a),
         lambda: checked("g*a*(1-a)", g * a * (1 - a), g64 * a64 * (1 - a64)))
     # forward epilogue (in place: refreshed from z0 by the check only; the timed calls saturate harmlessly)
@@ -316,35 +316,35 @@ def kernel_cases(backend_name, shape=KERNEL_SHAPE, seed=0):
     add("bias_sigmoid", "unfused", lambda: 1 / (1 + xp.exp(-(z + b))),
         lambda: checked("sigmoid(z+b)", 1 / (1 + xp.exp(-(z + b))), sig))
     # weight gradient + bias gradient
-    add("weight_grad", "fused", lambda: bk.weight_grad(A, D, dW, db),
-        lambda: (bk.weight_grad(A, D, dW, db), checked("dW", dW, A64.T @ D64), checked("db", db, D64.sum(0))),
+    add("weight_grad", "fused", lambda: bk.weight_grad(a_prev, delta, dW, db),
+        lambda: (bk.weight_grad(a_prev, delta, dW, db), checked("dW", dW, a_prev64.T @ delta64), checked("db", db, delta64.sum(0))),
         floor=gemm)
-    add("weight_grad", "unfused", lambda: (A.T @ D, D.sum(axis=0)),
-        lambda: checked("A.T @ D", A.T @ D, A64.T @ D64), floor=gemm)
+    add("weight_grad", "unfused", lambda: (a_prev.T @ delta, delta.sum(axis=0)),
+        lambda: checked("a_prev.T @ delta", a_prev.T @ delta, a_prev64.T @ delta64), floor=gemm)
     # weight gradient + SGD update (W drifts during timing; the check uses fresh copies)
-    W_ref = W0 - ETA * (A64.T @ D64)
+    W_ref = W0 - ETA * (a_prev64.T @ delta64)
 
     def fused_sgd_check():
         W1, b1 = dev(W0), dev(np.zeros(O))
-        bk.weight_grad_sgd(A, D, W1, b1, eta=ETA)
+        bk.weight_grad_sgd(a_prev, delta, W1, b1, eta=ETA)
         checked("W after fused update", W1, W_ref)
-        checked("b after fused update", b1, -ETA * D64.sum(0))
+        checked("b after fused update", b1, -ETA * delta64.sum(0))
 
     def unfused_sgd(W1=W, b1=bb):
-        W1 -= ETA * (A.T @ D)
-        b1 -= ETA * D.sum(axis=0)
+        W1 -= ETA * (a_prev.T @ delta)
+        b1 -= ETA * delta.sum(axis=0)
 
     def unfused_sgd_check():
         W1, b1 = dev(W0), dev(np.zeros(O))
         unfused_sgd(W1, b1)
         checked("W after unfused update", W1, W_ref)
 
-    add("weight_grad_sgd", "fused", lambda: bk.weight_grad_sgd(A, D, W, bb, eta=ETA), fused_sgd_check, floor=gemm)
+    add("weight_grad_sgd", "fused", lambda: bk.weight_grad_sgd(a_prev, delta, W, bb, eta=ETA), fused_sgd_check, floor=gemm)
     add("weight_grad_sgd", "unfused", unfused_sgd, unfused_sgd_check, floor=gemm)
     # the floor of both: the one GEMM
     cases.append(Case("kernel", gemm[0], gemm[1], device,
-                      lambda: bk.matmul(A.T, D, out=dW),
-                      lambda: (bk.matmul(A.T, D, out=dW), checked("GEMM", dW, A64.T @ D64)),
+                      lambda: bk.matmul(a_prev.T, delta, out=dW),
+                      lambda: (bk.matmul(a_prev.T, delta, out=dW), checked("GEMM", dW, a_prev64.T @ delta64)),
                       flops=2 * B * I * O, bytes=(B * I + B * O + I * O) * 4))
     return cases
 

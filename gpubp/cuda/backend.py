@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..numpy_backend import ArrayBackend
+from ..validation import InputError
 from . import launchers, sources
 
 
@@ -60,12 +61,21 @@ class KernelBackend(ArrayBackend):
         launchers.bias_sigmoid(self.ks, z, b, naive=self.naive)
 
     # -- backward --------------------------------------------------------------
-    def output_delta(self, cost, a, y, delta, loss=None, scale=1.0):
-        launchers.output_delta(self.ks, self._kind(cost), a, y, delta, loss, scale=scale, naive=self.naive)
+    def check_cost(self, cost):
+        """The kernels compute the costs whose class names one of delta.cu's output kernels."""
+        kernel = getattr(cost, "kernel", None)
+        if kernel not in launchers.output_delta_kernels():
+            raise InputError(f"the {self.name} backend runs the costs whose kernels are in kernels/delta.cu "
+                             f"({', '.join(launchers.output_delta_kernels())}); {cost.name!r} names "
+                             f"{'no kernel' if kernel is None else repr(kernel)}; use backend='numpy' for a "
+                             f"custom cost")
+
+    def output_delta(self, cost, a, y, delta, loss=None):
+        launchers.output_delta(self.ks, cost.kernel, a, y, delta, loss, naive=self.naive)
 
     def loss(self, cost, a, y, loss):
         delta = self._scratch(a.shape, a.dtype, "delta")     # the kernel writes δ too; it is discarded
-        launchers.output_delta(self.ks, self._kind(cost), a, y, delta, loss, naive=self.naive)
+        launchers.output_delta(self.ks, cost.kernel, a, y, delta, loss, naive=self.naive)
 
     def sigmoid_delta(self, g, a, delta):
         launchers.sigmoid_delta(self.ks, g, a, delta, naive=self.naive)
@@ -80,13 +90,6 @@ class KernelBackend(ArrayBackend):
             return super().weight_grad_sgd(a_prev, delta, W, b, vW, vb, scale=scale, eta=eta, lmbda=lmbda, mu=mu)
         launchers.weight_grad_sgd(self.ks, a_prev, delta, W, b, vW, vb, scale=scale, eta=eta, lmbda=lmbda, mu=mu,
                                   naive=self.naive)
-
-    @staticmethod
-    def _kind(cost):
-        if cost.name not in launchers.OUTPUT_DELTA_KINDS:
-            raise ValueError(f"the kernels implement the costs {sorted(launchers.OUTPUT_DELTA_KINDS)}, "
-                             f"not {cost.name!r}; use backend='numpy' for a custom cost")
-        return cost.name
 
 
 class CupyBackend(KernelBackend):

@@ -14,9 +14,10 @@ Shapes (batch-first, row-major): B = batch, I = inputs, O = outputs of a layer.
 
     bias_sigmoid(ks, z, b)                       z: B×O (in place), b: O
     sigmoid_delta(ks, g, a, delta)               all one shape; delta may be g
-    output_delta(ks, kind, a, y, delta, loss)    a, y, delta: B×O; loss: B or None
-    weight_grad(ks, A, D, dW, db)                A: B×I, D: B×O, dW: I×O, db: O or None
-    weight_grad_sgd(ks, A, D, W, b, vW, vb)      W, vW: I×O, b, vb: O (W, b, vW, vb in place)
+    output_delta(ks, kernel, a, y, delta, loss)  a, y, delta: B×O; loss: B or None;
+                                                 kernel: a cost's kernel, "output_delta_mse" / "_ce"
+    weight_grad(ks, a_prev, delta, dW, db)       a_prev: B×I, delta: B×O, dW: I×O, db: O or None
+    weight_grad_sgd(ks, a_prev, delta, W, b, vW, vb)  W, vW: I×O, b, vb: O (W, b, vW, vb in place)
 
 The math of each is at the top of its ``.cu`` file and in ``gpubp.reference``
 (the NumPy version with the same signature minus ``ks`` and ``naive``).
@@ -28,18 +29,17 @@ import numbers
 
 import numpy as np
 
+from . import sources
 from .sources import KernelSet
 
 #: threads per block of the 1-D kernels (elementwise kernels, the naive row kernels)
 BLOCK = 256
-#: block of the naive weight gradients: 32 threads along o (a warp reads one row of D), 8 along i
+#: block of the naive weight gradients: 32 threads along o (a warp reads one row of delta), 8 along i
 NAIVE_WG_BLOCK = (32, 8)
 #: the kernels index with 32-bit ints: every product of two dimensions must stay below 2^31 with
 #: room for one grid's overshoot past the end (a block of BLOCK*EPT elements), and grid.y <= 65535
 INDEX_LIMIT = 2**31 - 2**16
 GRID_Y_MAX = 65535
-
-OUTPUT_DELTA_KINDS = {"mse": "output_delta_mse", "cross_entropy": "output_delta_ce"}
 
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 
@@ -140,39 +140,48 @@ def sigmoid_delta(ks: KernelSet, g, a, delta, *, naive: bool = False) -> None:
     _launch(ks, k, naive, dtype, (ceil_div(n, BLOCK * ept),), (BLOCK,), (g, a, delta, np.int32(n)))
 
 
-def output_delta(ks: KernelSet, kind: str, a, y, delta, loss=None, *, scale=1.0, naive: bool = False) -> None:
-    """delta = scale · δ_L(a, y) for ``kind`` ("mse": (a − y) a (1 − a); "cross_entropy": a − y) and,
-    if ``loss`` is given, loss[r] = the unscaled per-sample cost; a, y, delta: B×O, loss: B."""
+def output_delta_kernels() -> tuple[str, ...]:
+    """The output-layer kernels of delta.cu, one per cost (``"output_delta_mse"``, ``"output_delta_ce"``):
+    what a cost class names as its ``kernel``."""
+    return tuple(n.removesuffix("_f32") for n in sources.kernel_names("delta")
+                 if n.startswith("output_delta_") and n.endswith("_f32") and "_naive" not in n)
+
+
+def output_delta(ks: KernelSet, kernel: str, a, y, delta, loss=None, *, naive: bool = False) -> None:
+    """delta = δ_L(a, y) of the cost whose kernel is ``kernel`` ("output_delta_mse": (a − y) a (1 − a);
+    "output_delta_ce": a − y) and, if ``loss`` is given, loss[r] = the per-sample cost;
+    a, y, delta: B×O, loss: B."""
     k = "output_delta"
-    if kind not in OUTPUT_DELTA_KINDS:
-        raise ValueError(f"{k}: kind must be one of {', '.join(map(repr, OUTPUT_DELTA_KINDS))}, got {kind!r}")
+    if kernel not in output_delta_kernels():
+        raise ValueError(f"{k}: kernel must be one of {', '.join(map(repr, output_delta_kernels()))} "
+                         f"(a cost's .kernel), got {kernel!r}")
     dtype = _dtype_of(k, a=a, y=y, delta=delta, loss=loss)
     B, O = _check_2d(k, "a", a, "(B, O)")
     _check_shape(k, "y", y, (B, O), "the shape of a: one target per output")
     _check_shape(k, "delta", delta, (B, O), "the shape of a")
     _check_shape(k, "loss", loss, (B,), "one loss per row of a")
-    scale = _scalar(k, "scale", scale, dtype)
     if B == 0:
         return
     _check_sizes(k, **{"B*O": B * O})
-    args = (a, y, delta, loss, np.int32(B), np.int32(O), scale)
+    args = (a, y, delta, loss, np.int32(B), np.int32(O))
     if naive:
         grid, block = (ceil_div(B, BLOCK),), (BLOCK,)
     else:
         rows = ks.param("delta", "ROWS_PER_BLOCK")
         grid, block = (ceil_div(B, rows),), (ks.param("delta", "ROW_THREADS"), rows)
-    _launch(ks, OUTPUT_DELTA_KINDS[kind], naive, dtype, grid, block, args)
+    _launch(ks, kernel, naive, dtype, grid, block, args)
 
 
 # -- weight_grad.cu ------------------------------------------------------------------------------
 
-def _weight_grad_shapes(k: str, A, D, W, W_name: str, b, b_name: str) -> tuple[int, int, int]:
-    B, I = _check_2d(k, "A", A, "(B, I)")
-    BD, O = _check_2d(k, "D", D, "(B, O)")
-    if BD != B:
-        raise ValueError(f"{k}: D has {BD} rows but A has {B}; A (B, I) and D (B, O) must cover the same batch")
-    _check_shape(k, W_name, W, (I, O), "(I, O): inputs of A by outputs of D")
-    _check_shape(k, b_name, b, (O,), "one bias per column of D")
+def _weight_grad_shapes(k: str, a_prev, delta, W, W_name: str, b, b_name: str) -> tuple[int, int, int]:
+    B, I = _check_2d(k, "a_prev", a_prev, "(B, I)")
+    B_delta, O = _check_2d(k, "delta", delta, "(B, O)")
+    if B_delta != B:
+        raise ValueError(f"{k}: delta has {B_delta} rows but a_prev has {B}; a_prev (B, I) and delta (B, O) "
+                         f"must cover the same batch")
+    _check_shape(k, W_name, W, (I, O), "(I, O): inputs of a_prev by outputs of delta")
+    _check_shape(k, b_name, b, (O,), "one bias per column of delta")
     _check_sizes(k, **{"B*I": B * I, "B*O": B * O, "I*O": I * O})
     return B, I, O
 
@@ -191,34 +200,34 @@ def _weight_grad_grid(ks: KernelSet, k: str, naive: bool, I: int, O: int) -> tup
     return grid, block
 
 
-def weight_grad(ks: KernelSet, A, D, dW, db=None, *, scale=1.0, naive: bool = False) -> None:
-    """dW = scale · Aᵀ D and, if ``db`` is given, db = scale · Σ_r D[r, :] (both overwritten);
-    A: B×I, D: B×O, dW: I×O, db: O."""
+def weight_grad(ks: KernelSet, a_prev, delta, dW, db=None, *, scale=1.0, naive: bool = False) -> None:
+    """dW = scale · a_prevᵀ delta and, if ``db`` is given, db = scale · Σ_r delta[r, :] (both overwritten);
+    a_prev: B×I, delta: B×O, dW: I×O, db: O."""
     k = "weight_grad"
-    dtype = _dtype_of(k, A=A, D=D, dW=dW, db=db)
-    B, I, O = _weight_grad_shapes(k, A, D, dW, "dW", db, "db")
+    dtype = _dtype_of(k, a_prev=a_prev, delta=delta, dW=dW, db=db)
+    B, I, O = _weight_grad_shapes(k, a_prev, delta, dW, "dW", db, "db")
     scale = _scalar(k, "scale", scale, dtype)
     if O == 0:
         return
     grid, block = _weight_grad_grid(ks, k, naive, I, O)
-    _launch(ks, k, naive, dtype, grid, block, (A, D, dW, db, np.int32(B), np.int32(I), np.int32(O), scale))
+    _launch(ks, k, naive, dtype, grid, block, (a_prev, delta, dW, db, np.int32(B), np.int32(I), np.int32(O), scale))
 
 
-def weight_grad_sgd(ks: KernelSet, A, D, W, b, vW=None, vb=None, *, scale=1.0, eta, lmbda=0.0, mu=0.0,
+def weight_grad_sgd(ks: KernelSet, a_prev, delta, W, b, vW=None, vb=None, *, scale=1.0, eta, lmbda=0.0, mu=0.0,
                     naive: bool = False) -> None:
     """One SGD step with L2 decay and momentum from the weight gradient of one layer, fused (dW is never
-    stored):  g = scale · Aᵀ D + lmbda · W,  vW ← mu · vW + g,  W ← W − eta · vW  and for the bias
-    gb = scale · Σ_r D[r, :] (no decay),  vb ← mu · vb + gb,  b ← b − eta · vb.  Without buffers
+    stored):  g = scale · a_prevᵀ delta + lmbda · W,  vW ← mu · vW + g,  W ← W − eta · vW  and for the
+    bias gb = scale · Σ_r delta[r, :] (no decay),  vb ← mu · vb + gb,  b ← b − eta · vb.  Without buffers
     (vW = vb = None, only allowed when mu == 0) W ← W − eta · g,  b ← b − eta · gb.
-    A: B×I, D: B×O, W, vW: I×O, b, vb: O; W, b, vW, vb are updated in place."""
+    a_prev: B×I, delta: B×O, W, vW: I×O, b, vb: O; W, b, vW, vb are updated in place."""
     k = "weight_grad_sgd"
-    dtype = _dtype_of(k, A=A, D=D, W=W, b=b, vW=vW, vb=vb)
+    dtype = _dtype_of(k, a_prev=a_prev, delta=delta, W=W, b=b, vW=vW, vb=vb)
     if b is None:
         raise TypeError(f"{k}: b is required (the layer's biases, shape (O,))")
     if (vW is None) != (vb is None):
         raise ValueError(f"{k}: pass the momentum buffers vW and vb together (got only "
                          f"{'vW' if vb is None else 'vb'})")
-    B, I, O = _weight_grad_shapes(k, A, D, W, "W", b, "b")
+    B, I, O = _weight_grad_shapes(k, a_prev, delta, W, "W", b, "b")
     _check_shape(k, "vW", vW, (I, O), "the shape of W")
     _check_shape(k, "vb", vb, (O,), "the shape of b")
     scalars = tuple(_scalar(k, name, v, dtype)
@@ -230,4 +239,4 @@ def weight_grad_sgd(ks: KernelSet, A, D, W, b, vW=None, vb=None, *, scale=1.0, e
         return
     grid, block = _weight_grad_grid(ks, k, naive, I, O)
     _launch(ks, k, naive, dtype, grid, block,
-            (A, D, W, b, vW, vb, np.int32(B), np.int32(I), np.int32(O), *scalars))
+            (a_prev, delta, W, b, vW, vb, np.int32(B), np.int32(I), np.int32(O), *scalars))

@@ -4,10 +4,12 @@ The *same* ``.cu`` source that CuPy compiles with NVRTC is compiled here with
 the system C++ compiler (``$CXX`` or ``g++``) plus ``cuda_shim.h``, and a
 launch runs the whole grid on the calling thread::
 
-    mod = EmulatedModule(code=src, options=("-DTILE=16",), name="forward")
-    mod = load_module("kernels/forward.cu", options=())   # compiled once per process
-    k = mod.get_function("weight_grad_f32")
-    k(grid, block, (dW, a, delta, np.int32(B)), shared_mem=0)
+    mod = EmulatedModule(code=src, options=("-DTILE=16",), name="weight_grad")
+    mod = load_module("kernels/weight_grad.cu", options=())   # compiled once per process
+    k = mod.get_function("weight_grad_naive_f32")
+    # dW = scale · a_prevᵀ delta, db = scale · Σ_r delta (the signature of kernels/weight_grad.cu)
+    k(grid, block, (a_prev, delta, dW, db, np.int32(B), np.int32(I), np.int32(O), np.float32(1 / B)),
+      shared_mem=0)
 
 What a launch honours, and checks:
 
