@@ -126,12 +126,6 @@ class MLP:
             ws = self._workspaces[B] = _Workspace(self.backend, self.sizes, B, self.dtype)
         return ws
 
-    def _load_batch(self, ws, X, y=None):
-        """Validate one user batch and copy it into the workspace."""
-        X = check_X(X, self.sizes[0])
-        ws.a[0][...] = self.backend.asarray(X, self.dtype)
-        if y is not None:
-            ws.y[...] = self.backend.asarray(check_targets(y, len(X), self.sizes[-1], self.dtype), self.dtype)
 
     # -- the two phases of backprop ----------------------------------------
     def _feedforward(self, ws):
@@ -164,8 +158,10 @@ class MLP:
 
         X: B × sizes[0]; y: B integer labels or B × sizes[-1] targets.  The
         model is not changed."""
-        ws = self._workspace(len(check_X(X, self.sizes[0])))
-        self._load_batch(ws, X, y)
+        X, Y = self.to_device(X, y)
+        ws = self._workspace(len(X))
+        ws.a[0][...] = X
+        ws.y[...] = Y
         self._feedforward(ws)
         self._backpropagate(ws, loss=ws.loss)
         dW, db = [], []
@@ -179,12 +175,34 @@ class MLP:
 
     def step(self, X, y, lr, weight_decay=0.0, momentum=0.0):
         """One mini-batch SGD step on (X, y); returns the batch's mean cost before the step."""
-        ws = self._workspace(len(check_X(X, self.sizes[0])))
-        self._load_batch(ws, X, y)
-        self._train_step(ws, *self._check_hyper(lr, weight_decay, momentum))
+        X, Y = self.to_device(X, y)
+        ws = self._workspace(len(X))
+        ws.a[0][...] = X
+        ws.y[...] = Y
+        self._train_step(ws, *self._hyper(lr, weight_decay, momentum))
         return float(ws.loss.mean())
 
-    def _check_hyper(self, lr, weight_decay, momentum):
+    def to_device(self, X, y=None, names=("X", "y")):
+        """(X, Y): the inputs and, if ``y`` is given, the targets (labels one-hot encoded,
+        B × sizes[-1]), checked once and copied to the model's device in its dtype, for
+        :meth:`stepper`.  Y is None without ``y``."""
+        X = check_X(X, self.sizes[0], names[0])
+        Y = None if y is None else check_targets(y, len(X), self.sizes[-1], self.dtype, names[1])
+        bk = self.backend
+        return bk.asarray(X, self.dtype), (None if Y is None else bk.asarray(Y, self.dtype))
+
+    def stepper(self, X, Y, lr, weight_decay=0.0, momentum=0.0, with_loss=True) -> "Stepper":
+        """SGD steps on rows of data already on the device: ``step = net.stepper(X, Y, lr=0.5)``,
+        then ``step(idx)`` for each batch of row indices (an int64 array on the device).
+
+        X, Y come from :meth:`to_device` (or are the backend's arrays of the model's dtype,
+        C-contiguous, X: n × sizes[0], Y: n × sizes[-1] targets).  Everything is checked
+        here, once; a step checks nothing, allocates nothing, and never waits for the
+        device.  ``fit`` runs its epochs on one of these."""
+        return Stepper(self, X, Y, *self._hyper(lr, weight_decay, momentum), with_loss=with_loss)
+
+    def _hyper(self, lr, weight_decay, momentum):
+        """(η, λ, μ) checked, and the momentum buffers made if μ > 0."""
         eta = check_positive("lr", lr)
         lmbda = check_positive("weight_decay", weight_decay, allow_zero=True)
         mu = check_positive("momentum", momentum, allow_zero=True)
@@ -194,26 +212,6 @@ class MLP:
             self.vW = [None] + [self.backend.zeros(w.shape, self.dtype) for w in self.W[1:]]
             self.vb = [None] + [self.backend.zeros(b.shape, self.dtype) for b in self.b[1:]]
         return eta, lmbda, mu
-
-    def _train_on(self, X, Y, idx, eta, lmbda, mu, with_loss=True, loss_out=None):
-        """One step on the rows ``idx`` of the (validated, on-backend) data:
-        gathered into the workspace with ``take(out=)``, so nothing is
-        allocated.  The backend runs it (``run_step``: directly, or replayed
-        as a CUDA graph).  The per-sample costs are left in the workspace;
-        ``loss_out`` (a 1-element array) receives their mean, on the device:
-        nothing here waits for the device."""
-        ws = self._workspace(len(idx))
-
-        def gather_and_step(idx):
-            self.backend.take_rows(X, idx, out=ws.a[0])
-            self.backend.take_rows(Y, idx, out=ws.y)
-            self._train_step(ws, eta, lmbda, mu, with_loss)
-
-        # the key names everything a captured graph bakes in: arrays (kept alive by the backend) and scalars
-        self.backend.run_step(gather_and_step, idx, key=(id(X), id(Y), id(ws), eta, lmbda, mu, with_loss),
-                              keep=(X, Y, ws))
-        if with_loss and loss_out is not None:
-            self.backend.mean(ws.loss, out=loss_out)
 
     def _train_step(self, ws, eta, lmbda, mu, with_loss=True):
         """Feedforward, backpropagate, and update every layer (W_l −= η ∂C/∂W_l …).
@@ -235,36 +233,36 @@ class MLP:
         callback    called as callback(epoch, history) after each epoch; return False to stop
         Raises TrainingDiverged, naming epoch and step, if the loss turns NaN/Inf.
         """
-        X = check_X(X, self.sizes[0])
-        Y = check_targets(y, len(X), self.sizes[-1], self.dtype)
-        if test_data is not None:
-            Xt = check_X(test_data[0], self.sizes[0], "X_test")
-            check_targets(test_data[1], len(Xt), self.sizes[-1], self.dtype)
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
             raise InputError(f"epochs must be a positive integer, got {epochs!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        eta, lmbda, mu = self._check_hyper(lr, weight_decay, momentum)
-        bk, n = self.backend, len(X)
+        X, Y = self.to_device(X, y)
+        test = None
+        if test_data is not None:        # checked and uploaded once, evaluated after every epoch
+            X_test, y_test = test_data
+            Xt, Yt = self.to_device(X_test, y_test, names=("X_test", "y_test"))
+            test = (Xt, Yt, self._labels(self.backend.to_numpy(Yt)))
+        step = self.stepper(X, Y, lr, weight_decay, momentum)
+        n = len(X)
         B = min(int(batch_size), n)
-        X, Y = bk.asarray(X, self.dtype), bk.asarray(Y, self.dtype)
         steps = -(-n // B)
         bar = Progress(epochs * steps, enabled=progress)
         hist = History()
         try:
             with np.errstate(over="ignore", invalid="ignore"):   # a diverging loss is reported below, by name
-                self._fit_epochs(X, Y, int(epochs), B, steps, shuffle, eta, lmbda, mu, test_data, callback, bar, hist)
+                self._fit_epochs(step, int(epochs), B, steps, shuffle, test, callback, bar, hist)
         finally:
-            bk.release_steps()           # captured graphs hold this fit's data arrays
+            self.backend.release_steps()           # captured graphs hold this fit's data arrays
             bar.close()
         return hist
 
-    def _fit_epochs(self, X, Y, epochs, B, steps, shuffle, eta, lmbda, mu, test_data, callback, bar, hist):
+    def _fit_epochs(self, step, epochs, B, steps, shuffle, test, callback, bar, hist):
         """The epochs of ``fit``.  Each step's mean cost stays on the device
         (``losses``) and is read back, and checked, only when the progress bar
         redraws, every ``CHECK_EVERY`` seconds and at the end of an epoch: a
         GPU queues steps without waiting for each one to finish."""
-        bk, n = self.backend, len(X)
+        bk, n = self.backend, len(step.X)
         rows = np.full(steps, B, dtype=np.float64)
         rows[-1] = n - (steps - 1) * B                    # the last batch of an epoch may be short
         losses = bk.empty(steps, self.dtype)              # mean cost of each step of this epoch
@@ -274,16 +272,16 @@ class MLP:
             order = bk.asarray(order, np.int64)
             next_check = t0 + self.CHECK_EVERY
             for k in range(steps):
-                self._train_on(X, Y, order[k * B:(k + 1) * B], eta, lmbda, mu, loss_out=losses[k:k + 1])
+                step(order[k * B:(k + 1) * B], loss_out=losses[k:k + 1])
                 draw = bar.tick()
                 if draw or time.perf_counter() >= next_check:
-                    total = self._read_losses(losses, rows, k + 1, epoch, steps, eta)
+                    total = self._read_losses(losses, rows, k + 1, epoch, steps, step.eta)
                     next_check = time.perf_counter() + self.CHECK_EVERY
                     if draw:
                         bar.draw(f"epoch {epoch}/{epochs} loss {total / rows[:k + 1].sum():.4f}")
-            hist.loss.append(self._read_losses(losses, rows, steps, epoch, steps, eta) / n)
-            if test_data is not None:
-                ev = self.evaluate(*test_data)
+            hist.loss.append(self._read_losses(losses, rows, steps, epoch, steps, step.eta) / n)
+            if test is not None:
+                ev = self._evaluate_on(*test)
                 hist.test_loss.append(ev["loss"])
                 hist.test_accuracy.append(ev["accuracy"])
             hist.seconds.append(time.perf_counter() - t0)
@@ -306,7 +304,8 @@ class MLP:
         return float(got @ rows[:k])
 
     def _chunks(self, X, Y=None, chunk=1024):
-        """(start, stop, workspace) for each chunk of rows, the rows of X (and Y) loaded into it."""
+        """(start, stop, workspace) for each chunk of rows, the rows of X (and Y) loaded into it
+        (X, Y: checked arrays, on the host or the device)."""
         for start in range(0, len(X), chunk):
             stop = min(len(X), start + chunk)
             ws = self._workspace(stop - start)
@@ -328,12 +327,16 @@ class MLP:
         """{"loss": mean per-sample cost, "accuracy": fraction of correct labels, "n": samples}."""
         X = check_X(X, self.sizes[0])
         Y = check_targets(y, len(X), self.sizes[-1], self.dtype)
+        return self._evaluate_on(X, Y, self._labels(Y))
+
+    def _evaluate_on(self, X, Y, labels) -> dict:
+        """``evaluate`` on checked X, Y (host or device arrays) and the true labels (NumPy)."""
         total, correct = 0.0, 0
         for start, stop, ws in self._chunks(X, Y):
             aL = self._feedforward(ws)
             self.backend.loss(self.cost, aL, ws.y, ws.loss)
             total += float(self.backend.to_numpy(ws.loss).astype(np.float64).sum())
-            correct += int((self._labels(self.backend.to_numpy(aL)) == self._labels(Y[start:stop])).sum())
+            correct += int((self._labels(self.backend.to_numpy(aL)) == labels[start:stop]).sum())
         return {"loss": total / len(X), "accuracy": correct / len(X), "n": len(X)}
 
     # -- persistence (the file format: gpubp.persistence) ---------------------
@@ -356,3 +359,44 @@ class MLP:
             model.vW = [None] + [put(v, model.dtype) for v in saved.vW[1:]]
             model.vb = [None] + [put(v, model.dtype) for v in saved.vb[1:]]
         return model
+
+
+class Stepper:
+    """SGD steps of one model on rows of data already on its device (see ``MLP.stepper``).
+
+    ``step(idx, loss_out=None)`` gathers the rows ``idx`` into the model's
+    workspace (``take(out=)``: nothing is allocated) and runs one training
+    step; the backend runs it directly or replays it as a CUDA graph.  The
+    per-sample costs are left in the workspace; ``loss_out`` (a 1-element
+    device array) receives their mean, on the device: nothing waits for it.
+    """
+
+    def __init__(self, model, X, Y, eta, lmbda, mu, with_loss=True):
+        n_in, n_out, dtype, xp = model.sizes[0], model.sizes[-1], model.dtype, model.backend.xp
+        for name, arr, width in (("X", X, n_in), ("Y", Y, n_out)):
+            if not isinstance(arr, xp.ndarray) or arr.dtype != dtype or arr.ndim != 2 or arr.shape[1] != width \
+                    or not arr.flags.c_contiguous:
+                raise InputError(f"stepper: {name} must be a C-contiguous {xp.__name__} array of {dtype} with "
+                                 f"{width} columns (got {type(arr).__name__} "
+                                 f"{getattr(arr, 'dtype', '')} {getattr(arr, 'shape', '')}); "
+                                 f"pass the arrays net.to_device(X, y) returns")
+        if len(X) != len(Y):
+            raise InputError(f"stepper: X has {len(X)} rows but Y has {len(Y)}; pass one target row per sample")
+        self.model, self.X, self.Y = model, X, Y
+        self.eta, self.lmbda, self.mu, self.with_loss = eta, lmbda, mu, with_loss
+
+    def __call__(self, idx, loss_out=None) -> None:
+        model, X, Y = self.model, self.X, self.Y
+        bk = model.backend
+        ws = model._workspace(len(idx))
+
+        def gather_and_step(idx):
+            bk.take_rows(X, idx, out=ws.a[0])
+            bk.take_rows(Y, idx, out=ws.y)
+            model._train_step(ws, self.eta, self.lmbda, self.mu, self.with_loss)
+
+        # the key names everything a captured graph bakes in: arrays (kept alive by the backend) and scalars
+        bk.run_step(gather_and_step, idx, key=(id(X), id(Y), id(ws), self.eta, self.lmbda, self.mu, self.with_loss),
+                    keep=(X, Y, ws))
+        if self.with_loss and loss_out is not None:
+            bk.mean(ws.loss, out=loss_out)

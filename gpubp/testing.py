@@ -1,6 +1,7 @@
 """Comparison helpers shared by the tests and the benchmarks.
 
-The tolerances live here and nowhere else.  A comparison is an absolute-plus-
+The tolerances live here and nowhere else (per dtype: ``RTOL``; one training
+step against a float64 step: ``STEP_RTOL``, ``STEP_ULPS``).  A comparison is an absolute-plus-
 relative test in the style of llm.c: an element passes when
 
     |actual - expected| <= atol + rtol * |expected|,   atol = rtol * max|expected|
@@ -65,3 +66,27 @@ def assert_close(actual, expected, dtype=None, *, rtol: float | None = None, ato
         raise AssertionError(
             f"{what}: max |diff| {float(err.max()):.3e} exceeds tolerance (rtol={rtol:g}, atol={atol:.3e}); "
             f"worst at {tuple(int(i) for i in idx)}: got {a[idx]!r}, expected {e[idx]!r}")
+
+
+#: one SGD step compared against a float64 reference step: the relative tolerance of the
+#: *update* (W after − W before), and the ulps of the largest parameter allowed on top
+STEP_RTOL = 2e-3
+STEP_ULPS = 4
+
+
+def check_step_update(what, got_W, got_b, ref) -> None:
+    """Assert that one step moved the parameters as the float64 reference step did.
+
+    ``ref`` has the parameters before the step (``W0``, ``b0``) and the reference
+    updates (``dW``, ``db``), lists over the layers.  The *updates* are compared
+    (W after − W before): W itself barely moves in one step, so comparing W would
+    hide an update that is off by percents.  A float32 W stores its update only to
+    within a few ulp(W), so the absolute tolerance is ``STEP_ULPS`` ulp of the largest
+    parameter on top of ``STEP_RTOL`` of the largest update.
+    """
+    ulp = np.finfo(np.float32).eps
+    for l in range(len(ref.dW)):
+        for kind, got, p0, d in (("W", got_W, ref.W0, ref.dW), ("b", got_b, ref.b0, ref.db)):
+            atol = STEP_RTOL * float(np.abs(d[l]).max()) + STEP_ULPS * ulp * float(np.abs(p0[l]).max())
+            assert_close(np.asarray(got[l], np.float64) - p0[l], d[l], rtol=STEP_RTOL, atol=atol,
+                         what=f"{what}: {kind}{l + 1} update after one step")

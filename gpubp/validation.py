@@ -54,26 +54,28 @@ def check_X(X, n_features: int, name: str = "X") -> np.ndarray:
     return X
 
 
-def check_targets(y, n_samples: int, n_out: int, dtype) -> np.ndarray:
+def check_targets(y, n_samples: int, n_out: int, dtype, name: str = "y") -> np.ndarray:
     """Turn labels or targets into an n_samples × n_out array of ``dtype``.
 
     Accepted: integer class labels of shape (n,) in [0, n_out) (one-hot
     encoded here); for a 1-unit output, 0/1 labels of shape (n,); or targets of
-    shape (n, n_out) with values in [0, 1].
+    shape (n, n_out) with values in [0, 1].  ``name`` names the argument in errors
+    (``"y_test"`` for the test labels, whose samples are ``X_test``).
     """
+    x_name = "X" + name[1:] if name.startswith("y") else "X"
     if hasattr(y, "get") and not isinstance(y, np.ndarray):
         y = y.get()
     y = np.asarray(y)
     if y.dtype.kind not in "biuf":
-        raise InputError(f"y has dtype {y.dtype}, which is not numeric; pass integer class labels "
+        raise InputError(f"{name} has dtype {y.dtype}, which is not numeric; pass integer class labels "
                          f"or float targets")
     if y.ndim == 2 and y.shape[1] == 1 and n_out == 1:
         y = y[:, 0]
     if y.shape[:1] != (n_samples,):
-        raise InputError(f"y has {y.shape[0] if y.ndim else 0} sample(s) (shape {y.shape}) but X has {n_samples}; "
+        raise InputError(f"{name} has {y.shape[0] if y.ndim else 0} sample(s) (shape {y.shape}) but {x_name} has {n_samples}; "
                          "pass one label (or one target row) per sample")
     if y.dtype.kind == "f" and not np.isfinite(y).all():
-        raise InputError("y contains NaN/Inf; every label or target must be finite")
+        raise InputError(f"{name} contains NaN/Inf; every label or target must be finite")
     if y.ndim == 1:
         if n_out == 1:
             if not np.isin(y, (0, 1)).all():
@@ -81,7 +83,7 @@ def check_targets(y, n_samples: int, n_out: int, dtype) -> np.ndarray:
                 raise InputError(f"a 1-unit output layer takes 0/1 labels; found {bad}")
             return y.astype(dtype).reshape(n_samples, 1)
         if y.dtype.kind == "f" and not np.all(y == np.round(y)):
-            raise InputError("y is 1-D with non-integer values; pass integer class labels in "
+            raise InputError(f"{name} is 1-D with non-integer values; pass integer class labels in "
                              f"[0, {n_out}) or targets of shape (n_samples, {n_out})")
         lo, hi = y.min(), y.max()
         if lo < 0 or hi >= n_out:
@@ -94,12 +96,12 @@ def check_targets(y, n_samples: int, n_out: int, dtype) -> np.ndarray:
         return targets
     if y.ndim == 2:
         if y.shape[1] != n_out:
-            raise InputError(f"y has shape {y.shape}: {y.shape[1]} target columns for a {n_out}-unit output "
+            raise InputError(f"{name} has shape {y.shape}: {y.shape[1]} target columns for a {n_out}-unit output "
                              f"layer; pass (n_samples, {n_out}) targets or 1-D integer labels")
         if y.size and (y.min() < 0 or y.max() > 1):
             raise InputError("targets must lie in [0, 1] (the output layer is a sigmoid); scale them")
         return np.ascontiguousarray(y, dtype=dtype)
-    raise InputError(f"y must be 1-D labels or 2-D targets; got shape {y.shape}")
+    raise InputError(f"{name} must be 1-D labels or 2-D targets; got shape {y.shape}")
 
 
 def check_dtype(dtype) -> np.dtype:

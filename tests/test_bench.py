@@ -131,3 +131,22 @@ def test_e2e_case_builds_and_checks_on_numpy():
     case = bench.e2e_case("numpy", epochs=1)
     assert case.fn is not None, case.unavailable
     assert case.items == len(__import__("gpubp").datasets.digits().X_train)
+
+
+def test_kernel_cases_time_the_naive_twins_and_all_check_on_the_emulated_device():
+    cases = bench.kernel_cases("emulated", shape=(9, 33, 17))
+    by_op = {}
+    for c in cases:
+        by_op.setdefault(c.case.split(" ")[0], []).append(c.impl)
+    for op in ("sigmoid_delta", "output_delta", "bias_sigmoid", "weight_grad", "weight_grad_sgd"):
+        assert sorted(by_op[op]) == ["fused emulated", "naive emulated", "unfused emulated"], op
+    for c in cases:
+        c.check()                   # the fast and the naive kernels against the float64 expressions
+        assert c.bytes and c.flops
+
+
+def test_napkin_math_comes_from_the_launchers_records():
+    from gpubp.cuda import launchers
+    n = bench.kernel_napkin(7, 5, 3, itemsize=8)
+    assert set(n) == set(launchers.SPECS)
+    assert n["output_delta"]["fused"] == (3 * 7 * 3 + 7) * 8        # read a, y; write delta; a loss per row

@@ -67,14 +67,15 @@ def test_unwritable_save_path_is_refused_before_training(tmp_path, capsys, monke
 def test_ctrl_c_during_training_saves_the_model_so_far(tmp_path, capsys, monkeypatch):
     path = tmp_path / "m.npz"
     steps = []
-    train_on = MLP._train_on
+    from gpubp.mlp import Stepper
+    one_step = Stepper.__call__
 
     def interrupted(self, *a, **k):
         steps.append(1)
         if len(steps) == 50:
             raise KeyboardInterrupt
-        return train_on(self, *a, **k)
-    monkeypatch.setattr(MLP, "_train_on", interrupted)
+        return one_step(self, *a, **k)
+    monkeypatch.setattr(Stepper, "__call__", interrupted)
     assert main(["train", "--dataset", "digits", "--quiet", "--save", str(path)]) == 130
     err = capsys.readouterr().err
     assert f"saved the model as trained so far to {path}" in err and "interrupted" in err

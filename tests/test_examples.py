@@ -44,7 +44,7 @@ def test_example3_binary_cross_entropy_delta_is_a_minus_y_exactly(label, rng):
     X = rng.standard_normal((4, 5))
     y = np.full(4, label)
     ws = net._workspace(4)
-    net._load_batch(ws, X, y)
+    ws.a[0][...], ws.y[...] = net.to_device(X, y)
     net._feedforward(ws)
     net.backend.output_delta(net.cost, ws.a[1], ws.y, ws.delta[1])
     np.testing.assert_array_equal(ws.delta[1], ws.a[1] - y[:, None])

@@ -88,3 +88,33 @@ def test_binary_output_takes_01_labels():
     with pytest.raises(InputError, match="1-unit output layer takes 0/1 labels; found 2"):
         net.evaluate(np.zeros((2, 2)), np.array([0, 2]))
     assert net.evaluate(np.zeros((2, 2)), np.array([0, 1]))["n"] == 2
+
+
+@pytest.mark.parametrize("test_data, message", [
+    ((np.zeros((6, 4)), np.array([0, 1, 2, 0, 1, 7])), r"labels must be integers in \[0, 3\).*found 7"),
+    ((np.zeros((6, 4)), np.zeros(5, int)), r"y_test has 5 sample\(s\) \(shape \(5,\)\) but X_test has 6"),
+    ((np.zeros((6, 5)), np.zeros(6, int)), r"X_test has 5 features per sample"),
+    ((np.full((6, 4), np.nan), np.zeros(6, int)), r"X_test contains 24 NaN/Inf"),
+])
+def test_bad_test_data_is_refused_before_the_first_epoch(net, rng, test_data, message):
+    before = net.weights[0]
+    epochs = []
+    with pytest.raises(InputError, match=message):
+        net.fit(rng.random((10, 4)), rng.integers(0, 3, 10), epochs=2, batch_size=5, lr=0.1, progress=False,
+                test_data=test_data, callback=lambda e, h: epochs.append(e))
+    assert epochs == [] and np.array_equal(net.weights[0], before)     # nothing trained
+
+
+def test_stepper_refuses_arrays_that_are_not_the_models(net):
+    X, Y = net.to_device(np.zeros((6, 4)), np.zeros(6, int))
+    with pytest.raises(InputError, match=r"stepper: X must be a C-contiguous numpy array of float32 with 4 columns "
+                                         r"\(got ndarray float64 \(6, 4\)\); pass the arrays net.to_device"):
+        net.stepper(X.astype(np.float64), Y, lr=0.1)
+    with pytest.raises(InputError, match=r"stepper: Y must be .* with 3 columns"):
+        net.stepper(X, Y[:, :2].copy(), lr=0.1)
+    with pytest.raises(InputError, match=r"stepper: Y must be a C-contiguous"):
+        net.stepper(X, np.asfortranarray(Y), lr=0.1)
+    with pytest.raises(InputError, match="X has 6 rows but Y has 5"):
+        net.stepper(X, Y[:5], lr=0.1)
+    with pytest.raises(InputError, match="lr must be a finite number > 0"):
+        net.stepper(X, Y, lr=0)

@@ -124,14 +124,14 @@ def test_step_allocates_nothing():
             Y = net.backend.asarray(np.eye(10)[r.integers(0, 10, 500)], net.dtype)
             idx = r.permutation(500)[:128]
             for mu, lmbda in ((0.0, 0.0), (0.9, 1e-3)):
-                hyper = net._check_hyper(0.1, lmbda, mu)
-                net._train_on(X, Y, idx, *hyper)  # warm: workspaces and scratch now exist
+                step = net.stepper(X, Y, lr=0.1, weight_decay=lmbda, momentum=mu)
+                step(idx)                         # warm: workspaces and scratch now exist
                 tracemalloc.start()
                 try:
                     tracemalloc.reset_peak()
                     base = tracemalloc.get_traced_memory()[0]
                     for _ in range(3):
-                        net._train_on(X, Y, idx, *hyper)
+                        step(idx)
                     current, peak = tracemalloc.get_traced_memory()
                 finally:
                     tracemalloc.stop()
@@ -227,7 +227,27 @@ def test_fit_progress_bar_shows_loss(rng):
         if bar.tick():
             bar.draw(f"epoch 1/1 loss {0.5 - k / 10:.4f}")
     text = out.getvalue()
-    assert "100.0%" in text and "loss 0.2000" in text and "[######" in text
+    assert "100%" in text and "4/4" in text and "loss 0.2000" in text      # tqdm's bar, at the end, with the loss
+
+
+def test_progress_without_tqdm_prints_epoch_lines_only(monkeypatch):
+    import builtins
+    from gpubp.progress import Progress
+    from gpubp.mlp import History
+
+    real_import = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
+                        if name == "tqdm" else real_import(name, *a, **k))
+
+    class TTY(io.StringIO):
+        def isatty(self):
+            return True
+    out = TTY()
+    bar = Progress(2, enabled=True, stream=out)
+    assert bar.bar is None and not bar.tick()
+    bar.epoch_done(1, 1, History(loss=[0.25], seconds=[0.5]))
+    bar.close()
+    assert out.getvalue() == "epoch 1/1: loss 0.2500 (0.50s)\n"
 
 
 def test_fit_prints_epoch_lines_when_asked(rng, capsys):
@@ -264,3 +284,37 @@ def test_numerical_gradient_helper_matches_known_derivative():
     _, db = numerical_gradient(net, np.zeros((1, 1)), np.ones((1, 1)))
     a = sigmoid(0.3)
     assert db[0][0] == pytest.approx((a - 1) * a * (1 - a), rel=1e-8)
+
+
+def test_a_stepper_step_is_the_public_step(rng):
+    """net.stepper(...)(idx) on device data moves the weights as net.step does on the same rows."""
+    X, y = rng.random((12, 5)), rng.integers(0, 3, 12)
+    a = MLP([5, 4, 3], backend="numpy", dtype=np.float64, seed=1)
+    b = MLP([5, 4, 3], backend="numpy", dtype=np.float64, seed=1)
+    step = a.stepper(*a.to_device(X, y), lr=0.5, momentum=0.9)
+    idx = np.array([3, 0, 7, 11])
+    losses = np.empty(2)
+    for k in range(2):
+        step(idx, loss_out=losses[k:k + 1])
+        expected = b.step(X[idx], y[idx], lr=0.5, momentum=0.9)
+        assert losses[k] == pytest.approx(expected, rel=1e-12)
+    np.testing.assert_array_equal(a.weights[0], b.weights[0])
+
+
+def test_each_public_call_checks_its_data_once(rng, monkeypatch):
+    """The data is checked (a pass over it) once per call: fit checks X and X_test once, not per epoch."""
+    import gpubp.mlp as mlp
+    calls = []
+    check_X = mlp.check_X
+    monkeypatch.setattr(mlp, "check_X", lambda X, *a, **k: calls.append(a[1] if len(a) > 1 else "X")
+                        or check_X(X, *a, **k))
+    net = MLP([4, 3, 2], backend="numpy", seed=0)
+    X, y = rng.random((20, 4)), rng.integers(0, 2, 20)
+    for call in (lambda: net.step(X, y, lr=0.1), lambda: net.backward(X, y), lambda: net.evaluate(X, y),
+                 lambda: net.forward(X)):
+        calls.clear()
+        call()
+        assert calls == ["X"]
+    calls.clear()
+    net.fit(X, y, epochs=3, batch_size=5, lr=0.1, test_data=(X, y), progress=False)
+    assert calls == ["X", "X_test"]

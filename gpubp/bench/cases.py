@@ -17,8 +17,10 @@ from typing import Callable
 import numpy as np
 
 from ..backend import get_backend
+from ..costs import get_cost
+from ..cuda.launchers import SPECS
 from ..mlp import MLP
-from ..testing import assert_close
+from ..testing import assert_close, check_step_update
 from ..validation import check_targets
 
 #: (sizes, batch) of the whole-step cases
@@ -89,19 +91,6 @@ class _Reference:
         self.db = [b - b0 for b, b0 in zip(bs, self.b0)]
 
 
-def _check_params(what, got_W, got_b, ref):
-    """Compare the *updates* (W after − W before): W itself barely moves in one
-    step, so comparing W would hide an update that is off by percents.  A
-    float32 W stores its update only to within a few ulp(W), so the absolute
-    tolerance is 4 ulp of the largest parameter on top of rtol 2e-3."""
-    ulp = np.finfo(np.float32).eps
-    for l in range(len(ref.dW)):
-        for kind, got, p0, d in (("W", got_W, ref.W0, ref.dW), ("b", got_b, ref.b0, ref.db)):
-            atol = 2e-3 * float(np.abs(d[l]).max()) + 4 * ulp * float(np.abs(p0[l]).max())
-            assert_close(np.asarray(got[l], np.float64) - p0[l], d[l], rtol=2e-3, atol=atol,
-                         what=f"{what}: {kind}{l + 1} update after one step")
-
-
 def step_cases(sizes, B, loss, backends=("numpy",), torch_devices=("cpu",), seed=0):
     """The cases of one whole-step comparison."""
     X, Y, idx = batch(sizes, B, seed)
@@ -122,17 +111,16 @@ def step_cases(sizes, B, loss, backends=("numpy",), torch_devices=("cpu",), seed
                 if not options:
                     cases.append(Case("step", label, f"GEMM floor {name}", device, None, unavailable=reason))
                 break
-            bk = model.backend
-            Xd, Yd, idxd = bk.asarray(X, model.dtype), bk.asarray(Y, model.dtype), bk.asarray(idx, np.int64)
+            Xd, Yd = model.to_device(X, Y)
+            idxd = model.backend.asarray(idx, np.int64)
 
             def check(model=model, Xd=Xd, Yd=Yd, idxd=idxd, impl=impl):
                 m = MLP(sizes, loss=loss, backend=model.backend, seed=seed)
-                m._train_on(Xd, Yd, idxd, ETA, 0.0, 0.0, with_loss=False)
-                _check_params(impl, m.weights, m.biases, ref)
+                m.stepper(Xd, Yd, lr=ETA, with_loss=False)(idxd)
+                check_step_update(impl, m.weights, m.biases, ref)
 
-            hyper = model._check_hyper(ETA, 0.0, 0.0)
-            step = (lambda model=model, Xd=Xd, Yd=Yd, idxd=idxd, hyper=hyper:
-                    model._train_on(Xd, Yd, idxd, *hyper, with_loss=False))
+            # the step fit runs: the data on the device, checked once, then one step per call
+            step = (lambda step=model.stepper(Xd, Yd, lr=ETA, with_loss=False), idxd=idxd: step(idxd))
             cases.append(Case("step", label, impl, device, step, check, floor=(label, f"GEMM floor {name}"),
                               flops=step_flops(sizes, B)))
             if not options:
@@ -151,10 +139,11 @@ def step_flops(sizes, B):
 
 def gemm_floor_case(model, B, label, device, name):
     """Only the matrix products of one step, on the model's backend, into preallocated arrays."""
-    bk, L = model.backend, model.L
-    ws = model._workspace(B)
+    bk, L, sizes = model.backend, model.L, model.sizes
     dW = [None] + [bk.empty(w.shape, model.dtype) for w in model.W[1:]]
-    a, d, W = ws.a, ws.delta, model.W
+    a = [bk.empty((B, n), model.dtype) for n in sizes]              # a[l]: B × n_l, as in the step
+    d = [None] + [bk.empty((B, n), model.dtype) for n in sizes[1:]]  # d[l] = δ_l
+    W = model.W
     for arr in a + d[1:]:                # every operand defined (np.empty may hold NaN bit patterns)
         arr[...] = 0.5
 
@@ -171,7 +160,7 @@ def gemm_floor_case(model, B, label, device, name):
         assert_close(bk.to_numpy(dW[L]), bk.to_numpy(a[L - 1]).astype(np.float64).T @ bk.to_numpy(d[L]),
                      model.dtype, what=f"GEMM floor {name}")
 
-    return Case("step", label, f"GEMM floor {name}", device, floor, check, flops=step_flops(model.sizes, ws.B))
+    return Case("step", label, f"GEMM floor {name}", device, floor, check, flops=step_flops(sizes, B))
 
 
 def _obvious_case(model0, X, Y, idx, loss, label, ref):
@@ -181,7 +170,7 @@ def _obvious_case(model0, X, Y, idx, loss, label, ref):
     def check():
         W2, b2 = model0.weights, model0.biases
         obvious_step(W2, b2, X32, Y32, idx, ETA, loss)
-        _check_params("obvious numpy", W2, b2, ref)
+        check_step_update("obvious numpy", W2, b2, ref)
 
     return Case("step", label, "obvious numpy", "cpu", lambda: obvious_step(Ws, bs, X32, Y32, idx, ETA, loss),
                 check, floor=(label, "GEMM floor numpy"), flops=step_flops(model0.sizes, len(idx)))
@@ -229,7 +218,7 @@ def torch_step_case(model0, X, Y, idx, loss, label, device, ref):
         n2, o2 = build()
         step(n2, o2)
         lin = [m for m in n2 if isinstance(m, torch.nn.Linear)]
-        _check_params(impl, [m.weight.detach().cpu().numpy().T for m in lin],
+        check_step_update(impl, [m.weight.detach().cpu().numpy().T for m in lin],
                       [m.bias.detach().cpu().numpy() for m in lin], ref)
 
     floor = (label, "GEMM floor cupy" if dev == "gpu" else "GEMM floor numpy")
@@ -239,96 +228,121 @@ def torch_step_case(model0, X, Y, idx, loss, label, device, ref):
 
 # -- kernel cases -------------------------------------------------------------------------------
 def kernel_napkin(B, I, O, itemsize=4):
-    """Bytes each op must move (each operand read or written once) and flops,
-    fused against the unfused array expressions (every temporary written and
-    read back)."""
-    n, s = B * O, itemsize
-    return {
-        "sigmoid_delta": dict(fused=3 * n * s, unfused=8 * n * s, flops=3 * n,
-                              math="delta = g*a*(1-a)", unfused_expr="g * a * (1 - a)"),
-        "bias_sigmoid": dict(fused=(2 * n + O) * s, unfused=(10 * n + O) * s, flops=4 * n,
-                             math="z = sigmoid(z + b)", unfused_expr="1 / (1 + exp(-(z + b)))"),
-        "weight_grad": dict(fused=(B * I + B * O + I * O + O) * s, unfused=(B * I + 2 * B * O + I * O + O) * s,
-                            flops=2 * B * I * O + n, math="dW = a_prev^T delta, db = sum_B delta",
-                            unfused_expr="a_prev.T @ delta; delta.sum(0)"),
-        "weight_grad_sgd": dict(fused=(B * I + B * O + 2 * I * O + 2 * O) * s,
-                                unfused=(B * I + 2 * B * O + 6 * I * O + 6 * O) * s,
-                                flops=2 * B * I * O + n + 2 * I * O + 2 * O,
-                                math="W -= eta a_prev^T delta, b -= eta sum_B delta",
-                                unfused_expr="dW = a_prev.T @ delta; W -= eta * dW; b -= eta * delta.sum(0)"),
-    }
+    """Per launcher: bytes its kernel must move (each operand read or written once), bytes the unfused
+    array expressions move (every temporary written and read back), and flops; from the launcher's
+    record (``gpubp.cuda.launchers.SPECS``)."""
+    out = {}
+    for op, spec in SPECS.items():
+        fused, unfused, flops = spec.napkin(B, I, O, itemsize)
+        out[op] = dict(fused=fused, unfused=unfused, flops=flops, math=spec.math, unfused_expr=spec.unfused)
+    return out
 
 
 def kernel_cases(backend_name, shape=KERNEL_SHAPE, seed=0):
-    """For one backend: each fused op (gpubp's backend op: the CUDA kernel on
-    cupy, in-place NumPy on numpy) and the unfused expression it replaces."""
+    """For one backend, each op three ways, side by side (as llm.c's dev/cuda times its kernel
+    versions): ``fused`` (gpubp's backend op: the CUDA kernel on cupy, in-place NumPy on numpy),
+    ``naive`` (the plain kernel kept beside the fast one; kernel backends only) and ``unfused``
+    (the array expression the op replaces); and the one GEMM that bounds the weight gradient."""
     B, I, O = shape
     label = f"B={B} I={I} O={O}"
     device = "gpu" if backend_name == "cupy" else "cpu"
     napkin = kernel_napkin(B, I, O)
-    try:
-        bk, _ = get_backend(backend_name)
-    except Exception as e:
-        return [Case("kernel", f"{op} {label}", f"{who} {backend_name}", device, None, unavailable=str(e),
-                     bytes=napkin[op][key], flops=napkin[op]["flops"])
-                for op in napkin for who, key in (("fused", "fused"), ("unfused", "unfused"))]
+    versions = [("fused", {}), ("unfused", None)]
+    if backend_name != "numpy":
+        versions.insert(1, ("naive", {"naive": True}))
+    cases = []
+
+    def add(op, impl, fn, check, floor=None):
+        cases.append(Case("kernel", f"{op} {label}", f"{impl} {backend_name}", device, fn, check, floor=floor,
+                          bytes=napkin[op]["unfused" if impl == "unfused" else "fused"], flops=napkin[op]["flops"]))
+
+    backends = {}                       # the backend ops: "fused" and "naive"; "unfused" is array expressions
+    for impl, options in versions:
+        try:
+            bk = get_backend(backend_name, **(options or {}))[0]
+        except Exception as e:
+            for op in napkin:
+                add(op, impl, None, None)
+                cases[-1].unavailable = str(e)
+            continue
+        if options is not None:
+            backends[impl] = bk
+    if "fused" not in backends:
+        return cases
+    bk = backends["fused"]
     xp, f32 = bk.xp, np.float32
     rng = np.random.default_rng(seed)
 
-    def dev(a):
-        return bk.asarray(a, f32)
+    def dev(x):
+        return bk.asarray(x, f32)
 
-    g, a = dev(rng.standard_normal((B, O))), dev(rng.random((B, O)))
-    z, b = dev(rng.standard_normal((B, O))), dev(rng.standard_normal(O))
-    a_prev, delta = dev(rng.random((B, I))), dev(rng.standard_normal((B, O)) * 1e-2)
-    W0, delta_out, dW, db = rng.standard_normal((I, O)), bk.empty((B, O), f32), bk.empty((I, O), f32), bk.empty(O, f32)
-    W, bb = dev(W0), dev(np.zeros(O))
-    z0 = bk.to_numpy(z).astype(np.float64)
-    g64, a64 = bk.to_numpy(g).astype(np.float64), bk.to_numpy(a).astype(np.float64)
-    a_prev64, delta64 = bk.to_numpy(a_prev).astype(np.float64), bk.to_numpy(delta).astype(np.float64)
-    b64 = bk.to_numpy(b).astype(np.float64)
+    def host(x):
+        return bk.to_numpy(x).astype(np.float64)
 
     def checked(what, got, expected):
         assert_close(bk.to_numpy(got), expected, f32, what=f"{what} {backend_name}")
 
-    cases = []
+    g, a = dev(rng.standard_normal((B, O))), dev(rng.random((B, O)))
+    y = dev(np.eye(O)[rng.integers(0, O, B)])
+    z, b = dev(rng.standard_normal((B, O))), dev(rng.standard_normal(O))
+    a_prev, delta = dev(rng.random((B, I))), dev(rng.standard_normal((B, O)) * 1e-2)
+    W0 = rng.standard_normal((I, O))
+    out, loss, dW, db = bk.empty((B, O), f32), bk.empty(B, f32), bk.empty((I, O), f32), bk.empty(O, f32)
+    W, bb = dev(W0), dev(np.zeros(O))
+    z64, b64, g64, a64, y64 = host(z), host(b), host(g), host(a), host(y)
+    a_prev64, delta64 = host(a_prev), host(delta)
     gemm = (f"GEMM {label}", f"GEMM {backend_name}")
+    cost = get_cost("mse")
 
-    def add(op, impl, fn, check, floor=None):
-        key = "fused" if impl == "fused" else "unfused"
-        cases.append(Case("kernel", f"{op} {label}", f"{impl} {backend_name}", device, fn, check, floor=floor,
-                          bytes=napkin[op][key], flops=napkin[op]["flops"]))
+    # hidden delta (BP2's epilogue)
+    sd = g64 * a64 * (1 - a64)
+    for impl, k in backends.items():
+        add("sigmoid_delta", impl, lambda k=k: k.sigmoid_delta(g, a, out),
+            lambda k=k, impl=impl: (k.sigmoid_delta(g, a, out), checked(f"sigmoid_delta {impl}", out, sd)))
+    add("sigmoid_delta", "unfused", lambda: g * a * (1 - a), lambda: checked("g*a*(1-a)", g * a * (1 - a), sd))
 
-    # hidden delta
-    add("sigmoid_delta", "fused", lambda: bk.sigmoid_delta(g, a, delta_out),
-        lambda: (bk.sigmoid_delta(g, a, delta_out), checked("sigmoid_delta", delta_out, g64 * a64 * (1 - a64))))
-    add("sigmoid_delta", "unfused", lambda: g * a * (1 - a),
-        lambda: checked("g*a*(1-a)", g * a * (1 - a), g64 * a64 * (1 - a64)))
-    # forward epilogue (in place: refreshed from z0 by the check only; the timed calls saturate harmlessly)
+    # output delta and loss (BP1, MSE)
+    od, od_loss = (a64 - y64) * a64 * (1 - a64), 0.5 * ((a64 - y64) ** 2).sum(1)
+
+    def od_check(k, impl):
+        k.output_delta(cost, a, y, out, loss)
+        checked(f"output_delta {impl}", out, od)
+        checked(f"output_delta loss {impl}", loss, od_loss)
+    for impl, k in backends.items():
+        add("output_delta", impl, lambda k=k: k.output_delta(cost, a, y, out, loss), lambda k=k, impl=impl: od_check(k, impl))
+    add("output_delta", "unfused", lambda: ((a - y) * a * (1 - a), 0.5 * ((a - y) ** 2).sum(axis=1)),
+        lambda: checked("(a-y)*a*(1-a)", (a - y) * a * (1 - a), od))
+
+    # forward epilogue (in place: refreshed from z by the check only; the timed calls saturate harmlessly)
     zz = bk.empty((B, O), f32)
-    sig = 1 / (1 + np.exp(-(z0 + b64)))
+    sig = 1 / (1 + np.exp(-(z64 + b64)))
 
-    def fused_fwd_check():
+    def fwd_check(k, impl):
         zz[...] = z
-        bk.bias_sigmoid(zz, b)
-        checked("bias_sigmoid", zz, sig)
-    add("bias_sigmoid", "fused", lambda: bk.bias_sigmoid(zz, b), fused_fwd_check)
+        k.bias_sigmoid(zz, b)
+        checked(f"bias_sigmoid {impl}", zz, sig)
+    for impl, k in backends.items():
+        add("bias_sigmoid", impl, lambda k=k: k.bias_sigmoid(zz, b), lambda k=k, impl=impl: fwd_check(k, impl))
     add("bias_sigmoid", "unfused", lambda: 1 / (1 + xp.exp(-(z + b))),
         lambda: checked("sigmoid(z+b)", 1 / (1 + xp.exp(-(z + b))), sig))
-    # weight gradient + bias gradient
-    add("weight_grad", "fused", lambda: bk.weight_grad(a_prev, delta, dW, db),
-        lambda: (bk.weight_grad(a_prev, delta, dW, db), checked("dW", dW, a_prev64.T @ delta64), checked("db", db, delta64.sum(0))),
-        floor=gemm)
-    add("weight_grad", "unfused", lambda: (a_prev.T @ delta, delta.sum(axis=0)),
-        lambda: checked("a_prev.T @ delta", a_prev.T @ delta, a_prev64.T @ delta64), floor=gemm)
-    # weight gradient + SGD update (W drifts during timing; the check uses fresh copies)
-    W_ref = W0 - ETA * (a_prev64.T @ delta64)
 
-    def fused_sgd_check():
+    # weight gradient + bias gradient (BP3, BP4)
+    dW64, db64 = a_prev64.T @ delta64, delta64.sum(0)
+    for impl, k in backends.items():
+        add("weight_grad", impl, lambda k=k: k.weight_grad(a_prev, delta, dW, db),
+            lambda k=k, impl=impl: (k.weight_grad(a_prev, delta, dW, db), checked(f"dW {impl}", dW, dW64),
+                                    checked(f"db {impl}", db, db64)), floor=gemm)
+    add("weight_grad", "unfused", lambda: (a_prev.T @ delta, delta.sum(axis=0)),
+        lambda: checked("a_prev.T @ delta", a_prev.T @ delta, dW64), floor=gemm)
+
+    # weight gradient + SGD update (W drifts during timing; the checks use fresh copies)
+    W_ref = W0 - ETA * dW64
+
+    def sgd_check(k, impl):
         W1, b1 = dev(W0), dev(np.zeros(O))
-        bk.weight_grad_sgd(a_prev, delta, W1, b1, eta=ETA)
-        checked("W after fused update", W1, W_ref)
-        checked("b after fused update", b1, -ETA * delta64.sum(0))
+        k.weight_grad_sgd(a_prev, delta, W1, b1, eta=ETA)
+        checked(f"W after the {impl} update", W1, W_ref)
+        checked(f"b after the {impl} update", b1, -ETA * db64)
 
     def unfused_sgd(W1=W, b1=bb):
         W1 -= ETA * (a_prev.T @ delta)
@@ -337,14 +351,16 @@ def kernel_cases(backend_name, shape=KERNEL_SHAPE, seed=0):
     def unfused_sgd_check():
         W1, b1 = dev(W0), dev(np.zeros(O))
         unfused_sgd(W1, b1)
-        checked("W after unfused update", W1, W_ref)
+        checked("W after the unfused update", W1, W_ref)
 
-    add("weight_grad_sgd", "fused", lambda: bk.weight_grad_sgd(a_prev, delta, W, bb, eta=ETA), fused_sgd_check, floor=gemm)
+    for impl, k in backends.items():
+        add("weight_grad_sgd", impl, lambda k=k: k.weight_grad_sgd(a_prev, delta, W, bb, eta=ETA),
+            lambda k=k, impl=impl: sgd_check(k, impl), floor=gemm)
     add("weight_grad_sgd", "unfused", unfused_sgd, unfused_sgd_check, floor=gemm)
     # the floor of both: the one GEMM
     cases.append(Case("kernel", gemm[0], gemm[1], device,
                       lambda: bk.matmul(a_prev.T, delta, out=dW),
-                      lambda: (bk.matmul(a_prev.T, delta, out=dW), checked("GEMM", dW, a_prev64.T @ delta64)),
+                      lambda: (bk.matmul(a_prev.T, delta, out=dW), checked("GEMM", dW, dW64)),
                       flops=2 * B * I * O, bytes=(B * I + B * O + I * O) * 4))
     return cases
 

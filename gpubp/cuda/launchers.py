@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -42,6 +44,87 @@ INDEX_LIMIT = 2**31 - 2**16
 GRID_Y_MAX = 65535
 
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+
+
+# -- one record per launcher: what its kernels cost ------------------------------------------------
+
+@dataclass(frozen=True)
+class Budget:
+    """What a kernel may use at the launcher's block size: registers per thread and static shared
+    memory per block, and the occupancy that buys on sm_80 (the target in numbers; gpubp.cuda.nvrtc
+    checks every arch against it)."""
+    threads: int            # threads per block the launcher uses
+    registers: int          # per thread
+    smem: int               # static shared memory per block (bytes)
+    occupancy_sm80: float
+
+    @property
+    def target(self) -> str:
+        return f"{self.occupancy_sm80:.1%}".replace(".0%", "%")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One launcher's record, read by the bench (bytes and flops per call) and by NVRTC (budgets),
+    so that neither keeps a list of kernel names of its own.
+
+    ``kernels`` are the base names it launches (each compiled as ``_f32``, ``_f64`` and their
+    ``_naive`` twins).  ``napkin(B, I, O, itemsize)`` gives (bytes the fused kernel must move, bytes
+    the unfused array expressions ``unfused`` move with every temporary written and read back,
+    flops); ``budgets(tunables, itemsize)`` gives the (fast, naive) Budget at the default launch."""
+    family: str
+    kernels: tuple
+    math: str
+    unfused: str
+    napkin: Callable[[int, int, int, int], tuple]
+    budgets: Callable[[dict, int], tuple]
+
+
+def _elementwise(tunables, size):
+    """Bound by memory: every warp slot wanted (32 registers f32 = 100 %; f64 needs more for the
+    same EPT loads in flight: 40 = 75 % on sm_80)."""
+    b = Budget(BLOCK, 32, 0, 1.0) if size == 4 else Budget(BLOCK, 40, 0, 0.75)
+    return b, b
+
+
+def _row_reduction(tunables, size):
+    """The fast output_delta: ROW_THREADS × ROWS_PER_BLOCK threads and one partial per thread in shared memory."""
+    fast, naive = _elementwise(tunables, size)
+    threads = tunables["ROW_THREADS"] * tunables["ROWS_PER_BLOCK"]
+    return Budget(threads, fast.registers, threads * size, fast.occupancy_sm80), naive
+
+
+def _gemm(tunables, size):
+    """The register-blocked tile trades occupancy for a MICRO×MICRO accumulator per thread, as its
+    __launch_bounds__ say: 4 blocks of 256 threads per SM (<= 64 registers, f32), 3 (<= 80, f64);
+    the naive kernel (one dot product per thread) may take 64 (50 % on sm_80)."""
+    threads = (tunables["TILE"] // tunables["MICRO"]) ** 2
+    smem = 2 * tunables["BK"] * tunables["TILE"] * size
+    fast = Budget(threads, 64, smem, 0.5) if size == 4 else Budget(threads, 80, smem, 0.375)
+    return fast, Budget(NAIVE_WG_BLOCK[0] * NAIVE_WG_BLOCK[1], 64, 0, 0.5)
+
+
+SPECS = {
+    "bias_sigmoid": Spec(
+        "forward", ("bias_sigmoid",), "z = sigmoid(z + b)", "1 / (1 + exp(-(z + b)))",
+        lambda B, I, O, s: ((2 * B * O + O) * s, (10 * B * O + O) * s, 4 * B * O), _elementwise),
+    "sigmoid_delta": Spec(
+        "delta", ("sigmoid_delta",), "delta = g*a*(1-a)", "g * a * (1 - a)",
+        lambda B, I, O, s: (3 * B * O * s, 8 * B * O * s, 3 * B * O), _elementwise),
+    "output_delta": Spec(
+        "delta", ("output_delta_mse", "output_delta_ce"), "delta = (a-y)*a*(1-a), loss = sum_O (a-y)^2 / 2",
+        "(a - y) * a * (1 - a); 0.5 * ((a - y) ** 2).sum(1)",
+        lambda B, I, O, s: ((3 * B * O + B) * s, (19 * B * O + B) * s, 7 * B * O), _row_reduction),
+    "weight_grad": Spec(
+        "weight_grad", ("weight_grad",), "dW = a_prev^T delta, db = sum_B delta", "a_prev.T @ delta; delta.sum(0)",
+        lambda B, I, O, s: ((B * I + B * O + I * O + O) * s, (B * I + 2 * B * O + I * O + O) * s,
+                            2 * B * I * O + B * O), _gemm),
+    "weight_grad_sgd": Spec(
+        "weight_grad", ("weight_grad_sgd",), "W -= eta a_prev^T delta, b -= eta sum_B delta",
+        "dW = a_prev.T @ delta; W -= eta * dW; b -= eta * delta.sum(0)",
+        lambda B, I, O, s: ((B * I + B * O + 2 * I * O + 2 * O) * s, (B * I + 2 * B * O + 6 * I * O + 6 * O) * s,
+                            2 * B * I * O + B * O + 2 * I * O + 2 * O), _gemm),
+}
 
 
 def ceil_div(n: int, d: int) -> int:

@@ -206,17 +206,7 @@ def occupancy(arch: str, threads_per_block: int, registers: int, smem: int) -> f
     return blocks * warps / (sm.max_threads // 32)
 
 
-@dataclass(frozen=True)
-class Budget:
-    """What a kernel may use at the launcher's block size, and the occupancy that buys on sm_80."""
-    threads: int            # threads per block the launcher uses
-    registers: int          # per thread
-    smem: int               # static shared memory per block (bytes)
-    occupancy_sm80: float   # occupancy(sm_80, threads, registers, smem): the target in numbers
-
-    @property
-    def target(self) -> str:
-        return f"{self.occupancy_sm80:.1%}".replace(".0%", "%")
+Budget = launchers.Budget
 
 
 BUDGET_RATIONALE = (
@@ -232,26 +222,15 @@ BUDGET_RATIONALE = (
 
 
 def _budgets() -> dict[str, Budget]:
-    """Kernel name -> Budget; the reasoning is BUDGET_RATIONALE."""
-    wg = sources.defaults("weight_grad")
-    dl = sources.defaults("delta")
-    gemm_threads = (wg["TILE"] // wg["MICRO"]) ** 2
-    row_threads = dl["ROW_THREADS"] * dl["ROWS_PER_BLOCK"]
-    naive_wg_threads = launchers.NAIVE_WG_BLOCK[0] * launchers.NAIVE_WG_BLOCK[1]
+    """Kernel name -> Budget, from each launcher's record (``launchers.SPECS``); the reasoning is
+    BUDGET_RATIONALE and the record's budget functions."""
     out = {}
-    for dt, size in (("f32", 4), ("f64", 8)):
-        elementwise = Budget(launchers.BLOCK, 32 if dt == "f32" else 40, 0, 1.0 if dt == "f32" else 0.75)
-        for name in ("bias_sigmoid", "sigmoid_delta", "output_delta_mse", "output_delta_ce"):
-            out[f"{name}_naive_{dt}"] = elementwise
-        for name in ("bias_sigmoid", "sigmoid_delta"):
-            out[f"{name}_{dt}"] = elementwise
-        for name in ("output_delta_mse", "output_delta_ce"):
-            out[f"{name}_{dt}"] = Budget(row_threads, elementwise.registers, row_threads * size,
-                                         elementwise.occupancy_sm80)
-        for name in ("weight_grad", "weight_grad_sgd"):
-            out[f"{name}_naive_{dt}"] = Budget(naive_wg_threads, 64, 0, 0.5)
-            out[f"{name}_{dt}"] = (Budget(gemm_threads, 64, 2 * wg["BK"] * wg["TILE"] * size, 0.5) if dt == "f32" else
-                                   Budget(gemm_threads, 80, 2 * wg["BK"] * wg["TILE"] * size, 0.375))
+    for spec in launchers.SPECS.values():
+        tunables = sources.defaults(spec.family)
+        for dt, size in (("f32", 4), ("f64", 8)):
+            fast, naive = spec.budgets(tunables, size)
+            for kernel in spec.kernels:
+                out[f"{kernel}_{dt}"], out[f"{kernel}_naive_{dt}"] = fast, naive
     return out
 
 
