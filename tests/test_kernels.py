@@ -2,44 +2,25 @@
 NumPy reference (gpubp.reference) on shapes that straddle every block and tile
 edge; and the launchers reject bad input with a message that says the fix.
 
-The same test bodies run on the emulated CUDA device (NumPy arrays, the .cu
-source compiled for the CPU) and, where CuPy and a GPU are present, on the GPU
-(inputs made with NumPy, moved with cupy.asarray).  Outputs are poisoned with
-NaN before every launch so an element the kernel never writes fails.
+The checks themselves are ``gpubp.check.kernels`` (``gpubp check`` runs the
+same ones): here they run on the emulated CUDA device and, where CuPy and a GPU
+are present, on the GPU.  Outputs are poisoned with NaN before every launch so
+an element the kernel never writes fails.
 """
 from __future__ import annotations
-
-from typing import Callable, NamedTuple
 
 import numpy as np
 import pytest
 
 from gpubp import reference
+from gpubp.check import kernels as checks
+from gpubp.check.kernels import ROW_SHAPES, WG_SHAPES, layer, nan_like, output_layer
 from gpubp.cuda import launchers
 from gpubp.cuda import sources as kernels
 from gpubp.testing import assert_close
 
 DTYPES = [np.float32, np.float64]
 NAIVE = [pytest.param(True, id="naive"), pytest.param(False, id="fast")]
-
-# (B, O) of the elementwise and row kernels.  Edges: 256 threads per block, EPT = 4 -> 1024
-# elements per fast block; output_delta: 8 rows x 32 columns per block.
-ROW_SHAPES = [
-    (1, 1), (1, 7), (7, 1), (1, 257), (257, 1), (7, 31), (31, 7), (127, 3), (3, 127),
-    (63, 64), (64, 65), (65, 63), (8, 32), (9, 33), (7, 31),
-    (3, 341), (4, 256), (5, 205),        # 1023, 1024, 1025 elements
-    (31, 33), (32, 32), (41, 25),        # 1023, 1024, 1025 elements
-    (257, 10), (100, 257),
-]
-# (B, I, O) of the weight gradients.  Edges: TILE = 64 (I and O), BK = 16 (B).
-WG_SHAPES = [
-    (1, 1, 1), (1, 7, 31), (7, 1, 1), (1, 1, 7), (31, 127, 7), (127, 7, 31), (7, 31, 127),
-    (257, 3, 5), (3, 257, 5), (5, 3, 257),
-    (63, 64, 65), (64, 65, 63), (65, 63, 64),
-    (15, 16, 17), (16, 17, 15), (17, 15, 16),
-    (129, 128, 127), (2, 129, 1), (33, 1, 129),
-    (100, 30, 10), (10, 257, 30), (257, 65, 63),
-]
 
 
 def test_shape_lists_cover_the_edges():
@@ -52,150 +33,28 @@ def test_shape_lists_cover_the_edges():
             assert not missing, f"dimension {dim} never takes the sizes {sorted(missing)}"
 
 
-# -- the devices --------------------------------------------------------------------------------
-
-class Device(NamedTuple):
-    name: str
-    ks: kernels.KernelSet
-    put: Callable                    # NumPy array -> an array on the device (a copy)
-    kernels: Callable                # defines -> KernelSet
-
-
-def _emulated():
-    return Device("emulated", kernels.emulated_kernels(), lambda x: np.array(x, copy=True), kernels.emulated_kernels)
-
-
-def _cupy():
+@pytest.fixture(scope="module", params=["emulated", pytest.param("cupy", marks=pytest.mark.gpu)])
+def dev(request) -> checks.Device:
+    if request.param == "emulated":
+        return checks.emulated_device()
     try:
-        ks = kernels.cupy_kernels()
+        return checks.cupy_device()
     except kernels.DeviceUnavailable as e:
         pytest.skip(f"no GPU for the cupy backend: {e}")
-    import cupy
-    return Device("cupy", ks, cupy.asarray, kernels.cupy_kernels)
-
-
-@pytest.fixture(scope="module", params=["emulated", pytest.param("cupy", marks=pytest.mark.gpu)])
-def dev(request) -> Device:
-    return _emulated() if request.param == "emulated" else _cupy()
-
-
-def nan_like(shape, dtype):
-    return np.full(shape, np.nan, dtype=dtype)
-
-
-# -- forward.cu ---------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("naive", NAIVE)
-def test_bias_sigmoid(dev, naive, dtype):
-    rng = np.random.default_rng(1)
-    for B, O in ROW_SHAPES:
-        z = rng.normal(0.0, 4.0, (B, O)).astype(dtype)
-        z.flat[::5] = rng.choice([-1000.0, -90.0, 90.0, 1000.0], size=z.flat[::5].shape)  # σ saturates, no overflow
-        b = rng.normal(size=O).astype(dtype)
-        expected = z.astype(np.float64)
-        reference.bias_sigmoid(expected, b)
-        z_dev = dev.put(z)
-        launchers.bias_sigmoid(dev.ks, z_dev, dev.put(b), naive=naive)
-        assert_close(z_dev, expected, dtype, what=f"bias_sigmoid z {(B, O)}")
-
-
-# -- delta.cu -----------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("naive", NAIVE)
-def test_sigmoid_delta(dev, naive, dtype):
-    rng = np.random.default_rng(2)
-    for shape in ROW_SHAPES + [(1025,), (3, 5, 7)]:  # any shape: the kernel sees n elements
-        g = rng.normal(size=shape).astype(dtype)
-        a = rng.uniform(0.0, 1.0, shape).astype(dtype)
-        expected = np.empty(shape)
-        reference.sigmoid_delta(g, a, expected)
-
-        delta = dev.put(nan_like(shape, dtype))
-        launchers.sigmoid_delta(dev.ks, dev.put(g), dev.put(a), delta, naive=naive)
-        assert_close(delta, expected, dtype, what=f"sigmoid_delta {shape}")
-
-        g_dev = dev.put(g)  # in place: delta is g
-        launchers.sigmoid_delta(dev.ks, g_dev, dev.put(a), g_dev, naive=naive)
-        assert_close(g_dev, expected, dtype, what=f"sigmoid_delta in place {shape}")
-
-
-def _output_layer(rng, B, O, dtype):
-    """a in (0, 1) with some exact 0s and 1s (the clamp ε of the cross-entropy), y one-hot or soft."""
-    a = rng.uniform(0.0, 1.0, (B, O))
-    a.flat[::7] = rng.choice([0.0, 1.0, 1e-9, 1 - 1e-9], size=a.flat[::7].shape)
-    y = rng.uniform(0.0, 1.0, (B, O)) if B % 2 else np.eye(O)[rng.integers(0, O, B)]
-    return a.astype(dtype), y.astype(dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("naive", NAIVE)
-@pytest.mark.parametrize("kind", ["output_delta_mse", "output_delta_ce"])
-def test_output_delta(dev, kind, naive, dtype):
-    rng = np.random.default_rng(3)
-    for B, O in ROW_SHAPES:
-        a, y = _output_layer(rng, B, O, dtype)
-        expected_delta, expected_loss = np.empty((B, O)), np.empty(B)
-        reference.output_delta(kind, a, y, expected_delta, expected_loss)
-
-        delta, loss = dev.put(nan_like((B, O), dtype)), dev.put(nan_like(B, dtype))
-        launchers.output_delta(dev.ks, kind, dev.put(a), dev.put(y), delta, loss, naive=naive)
-        assert_close(delta, expected_delta, dtype, what=f"output_delta {kind} delta {(B, O)}")
-        assert_close(loss, expected_loss, dtype, what=f"output_delta {kind} loss {(B, O)}")
-
-        delta = dev.put(nan_like((B, O), dtype))  # loss=None: the delta alone
-        launchers.output_delta(dev.ks, kind, dev.put(a), dev.put(y), delta, None, naive=naive)
-        assert_close(delta, expected_delta, dtype, what=f"output_delta {kind} delta without loss {(B, O)}")
+@pytest.mark.parametrize("check, fn, extra", checks.CHECKS, ids=[c[0].replace(" ", "-") for c in checks.CHECKS])
+def test_kernel_against_reference(dev, check, fn, extra, naive, dtype):
+    assert fn(dev, dtype, naive, **extra) >= 20         # every shape of its list agreed with the reference
 
 
-# -- weight_grad.cu -----------------------------------------------------------------------------
-
-def _layer(rng, B, I, O, dtype):
-    """a_prev: activations in (0, 1); delta: deltas of either sign."""
-    return rng.uniform(0.0, 1.0, (B, I)).astype(dtype), rng.normal(0.0, 0.5, (B, O)).astype(dtype)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("naive", NAIVE)
-def test_weight_grad(dev, naive, dtype):
-    rng = np.random.default_rng(4)
-    for B, I, O in WG_SHAPES:
-        a_prev, delta = _layer(rng, B, I, O, dtype)
-        scale = 1.0 / B
-        expected_dW, expected_db = np.empty((I, O)), np.empty(O)
-        reference.weight_grad(a_prev, delta, expected_dW, expected_db, scale=scale)
-        a_prev_dev, delta_dev = dev.put(a_prev), dev.put(delta)
-
-        dW, db = dev.put(nan_like((I, O), dtype)), dev.put(nan_like(O, dtype))
-        launchers.weight_grad(dev.ks, a_prev_dev, delta_dev, dW, db, scale=scale, naive=naive)
-        assert_close(dW, expected_dW, dtype, what=f"weight_grad dW {(B, I, O)}")
-        assert_close(db, expected_db, dtype, what=f"weight_grad db {(B, I, O)}")
-
-        dW = dev.put(nan_like((I, O), dtype))  # db=None: dW alone
-        launchers.weight_grad(dev.ks, a_prev_dev, delta_dev, dW, scale=scale, naive=naive)
-        assert_close(dW, expected_dW, dtype, what=f"weight_grad dW without db {(B, I, O)}")
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("naive", NAIVE)
-@pytest.mark.parametrize("momentum", [pytest.param(False, id="plain"), pytest.param(True, id="momentum+decay")])
-def test_weight_grad_sgd(dev, momentum, naive, dtype):
-    rng = np.random.default_rng(5)
-    hyper = dict(eta=0.5, lmbda=1e-3, mu=0.9) if momentum else dict(eta=0.5)
-    for B, I, O in WG_SHAPES:
-        a_prev, delta = _layer(rng, B, I, O, dtype)
-        W, b = rng.normal(size=(I, O)).astype(dtype), rng.normal(size=O).astype(dtype)
-        vW, vb = (rng.normal(0.0, 0.1, (I, O)).astype(dtype), rng.normal(0.0, 0.1, O).astype(dtype)) \
-            if momentum else (None, None)
-        expected = [None if x is None else x.astype(np.float64) for x in (W, b, vW, vb)]
-        reference.weight_grad_sgd(a_prev, delta, *expected, scale=1.0 / B, **hyper)
-
-        params = [None if x is None else dev.put(x) for x in (W, b, vW, vb)]
-        launchers.weight_grad_sgd(dev.ks, dev.put(a_prev), dev.put(delta), *params, scale=1.0 / B, naive=naive, **hyper)
-        for name, actual, want in zip(("W", "b", "vW", "vb"), params, expected):
-            if want is not None:
-                assert_close(actual, want, dtype, what=f"weight_grad_sgd {name} {(B, I, O)}")
+def test_every_kernel_has_a_check():
+    checked = {c[0].split(" ")[0] for c in checks.CHECKS}
+    names = {k.removesuffix("_f32").removesuffix("_f64").removesuffix("_naive")
+             for f in kernels.families() for k in kernels.kernel_names(f)}
+    assert checked == names
 
 
 # -- tunables injected with -D: the launchers follow the compiled tiles ---------------------------
@@ -209,7 +68,7 @@ def test_injected_tunables(dev, dtype):
     assert ks.param("weight_grad", "TILE") == 32 and ks.param("delta", "ROW_THREADS") == 8
     rng = np.random.default_rng(6)
     for B, I, O in [(1, 1, 1), (7, 31, 33), (9, 33, 65), (17, 64, 31)]:
-        a_prev, delta = _layer(rng, B, I, O, dtype)
+        a_prev, delta = layer(rng, B, I, O, dtype)
         expected_dW, expected_db = np.empty((I, O)), np.empty(O)
         reference.weight_grad(a_prev, delta, expected_dW, expected_db, scale=0.25)
         dW, db = dev.put(nan_like((I, O), dtype)), dev.put(nan_like(O, dtype))
@@ -217,7 +76,7 @@ def test_injected_tunables(dev, dtype):
         assert_close(dW, expected_dW, dtype, what=f"weight_grad dW, small tiles {(B, I, O)}")
         assert_close(db, expected_db, dtype, what=f"weight_grad db, small tiles {(B, I, O)}")
 
-        a, y = _output_layer(rng, B, O, dtype)
+        a, y = output_layer(rng, B, O, dtype)
         expected_delta, expected_loss = np.empty((B, O)), np.empty(B)
         reference.output_delta("output_delta_ce", a, y, expected_delta, expected_loss)
         delta, loss = dev.put(nan_like((B, O), dtype)), dev.put(nan_like(B, dtype))

@@ -12,18 +12,19 @@ PKG = Path(__file__).resolve().parents[1] / "gpubp"
 
 #: bottom first; a module may import only modules of a lower layer (or of its own package below it)
 LAYERS = [
-    ["_version", "validation", "device", "costs", "progress", "cuda", "cuda.emulator"],
+    ["_version", "validation", "device", "costs", "progress", "cuda", "cuda.emulator", "check"],
     ["numpy_backend", "reference", "persistence", "datasets", "cuda.sources"],
     ["testing", "cuda.launchers"],
-    ["cuda.nvrtc", "cuda.backend"],
+    ["cuda.nvrtc", "cuda.backend", "check.kernels"],
     ["backend"],
     ["mlp"],
-    ["gradcheck", "bench.cases"],
+    ["gradcheck", "bench.cases", "check.fit"],
     ["bench.timing"],
     ["bench.plot"],
     ["bench.report"],
     ["bench.suite"],
-    ["bench"],
+    ["bench", "check.sanitizers", "check.report"],
+    ["check.run"],
     ["cli"],
     ["", "__main__"],            # "" is gpubp/__init__.py: the public names
 ]

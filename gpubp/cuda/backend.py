@@ -29,12 +29,39 @@ from ..validation import InputError
 from . import launchers, sources
 
 
+#: CuPy (through 14.2, the newest release) refuses every cuBLAS call made while a stream is capturing:
+#: cupy_backends/cuda/libs/cublas.pyx raises NotImplementedError('calling cuBLAS API during stream
+#: capture is currently unsupported'), tracked as cupy/cupy#6290.  A training step's GEMMs are cuBLAS
+#: calls (xp.matmul), so a step cannot be captured until it runs on GEMM kernels of gpubp's own.
+CUBLAS_CAPTURE_LIMIT = ("CuPy refuses cuBLAS calls during CUDA stream capture (NotImplementedError 'calling cuBLAS "
+                        "API during stream capture is currently unsupported', cupy/cupy#6290) and this step's "
+                        "GEMMs are cuBLAS (xp.matmul)")
+
+#: the options of the kernel backends, with their defaults
+OPTIONS = {"fused_update": True, "cublas_weight_grad": False, "naive": False, "cuda_graph": False, "defines": None}
+
+
+def check_options(name: str, options: dict) -> None:
+    """Refuse what a kernel backend cannot do, before any device is touched: unknown option names,
+    non-bool switches, and cuda_graph where the step cannot be captured."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise InputError(f"unknown backend option(s) {', '.join(map(repr, unknown))} for the {name} backend; "
+                         f"the options are {', '.join(sorted(OPTIONS))}")
+    for key, value in options.items():
+        if key != "defines" and not isinstance(value, (bool, np.bool_)):
+            raise InputError(f"backend option {key} must be True or False, got {value!r}")
+    if options.get("cuda_graph"):
+        if name != "cupy":
+            raise ValueError(f"cuda_graph=True needs the cupy backend (CUDA graphs); the {name} backend has none")
+        raise ValueError(f"cuda_graph=True cannot capture a training step yet: {CUBLAS_CAPTURE_LIMIT}; "
+                         f"leave cuda_graph off (the step runs eagerly, with the same kernels)")
+
+
 class KernelBackend(ArrayBackend):
     def __init__(self, name, xp, kernels, *, fused_update=True, cublas_weight_grad=False, naive=False,
                  cuda_graph=False):
         super().__init__(xp)
-        if cuda_graph and name != "cupy":
-            raise ValueError(f"cuda_graph=True needs the cupy backend (CUDA graphs); the {name} backend has none")
         self.cuda_graph = bool(cuda_graph)
         self.name = name
         self.ks = kernels
@@ -48,6 +75,7 @@ class KernelBackend(ArrayBackend):
 
     @classmethod
     def create(cls, name, *, defines=None, **options):
+        check_options(name, options)
         if name == "emulated":
             return cls("emulated", np, sources.emulated_kernels(defines), **options)
         if name == "cupy":

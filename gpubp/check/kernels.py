@@ -1,0 +1,206 @@
+"""Every kernel of kernels/*.cu, naive and fast, f32 and f64, against the float64
+NumPy reference (``gpubp.reference``) on shapes that straddle every block and
+tile edge.  ``tests/test_kernels.py`` and ``gpubp check`` run these same checks:
+on the emulated device (NumPy arrays, the .cu source compiled for the CPU) and
+on a GPU (inputs made with NumPy, moved with ``cupy.asarray``).
+
+Outputs are poisoned with NaN before every launch, so an element a kernel never
+writes fails.  Each check raises AssertionError (from ``assert_close``, naming
+the shape and the worst element) at the first mismatch, else returns how many
+shapes it ran.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from .. import reference
+from ..cuda import launchers, sources
+from ..testing import assert_close
+
+DTYPES = (np.float32, np.float64)
+
+# (B, O) of the elementwise and row kernels.  Edges: 256 threads per block, EPT = 4 -> 1024
+# elements per fast block; output_delta: 8 rows x 32 columns per block.
+ROW_SHAPES = [
+    (1, 1), (1, 7), (7, 1), (1, 257), (257, 1), (7, 31), (31, 7), (127, 3), (3, 127),
+    (63, 64), (64, 65), (65, 63), (8, 32), (9, 33), (7, 31),
+    (3, 341), (4, 256), (5, 205),        # 1023, 1024, 1025 elements
+    (31, 33), (32, 32), (41, 25),        # 1023, 1024, 1025 elements
+    (257, 10), (100, 257),
+]
+# (B, I, O) of the weight gradients.  Edges: TILE = 64 (I and O), BK = 16 (B).
+WG_SHAPES = [
+    (1, 1, 1), (1, 7, 31), (7, 1, 1), (1, 1, 7), (31, 127, 7), (127, 7, 31), (7, 31, 127),
+    (257, 3, 5), (3, 257, 5), (5, 3, 257),
+    (63, 64, 65), (64, 65, 63), (65, 63, 64),
+    (15, 16, 17), (16, 17, 15), (17, 15, 16),
+    (129, 128, 127), (2, 129, 1), (33, 1, 129),
+    (100, 30, 10), (10, 257, 30), (257, 65, 63),
+]
+
+
+class Device(NamedTuple):
+    name: str
+    ks: sources.KernelSet
+    put: Callable                    # NumPy array -> an array on the device (a copy)
+    kernels: Callable                # defines -> KernelSet
+
+
+def emulated_device() -> Device:
+    return Device("emulated", sources.emulated_kernels(), lambda x: np.array(x, copy=True), sources.emulated_kernels)
+
+
+def cupy_device() -> Device:
+    """The current CUDA device; raises DeviceUnavailable (with the reason) without one."""
+    ks = sources.cupy_kernels()
+    import cupy
+    return Device("cupy", ks, cupy.asarray, sources.cupy_kernels)
+
+
+def nan_like(shape, dtype):
+    return np.full(shape, np.nan, dtype=dtype)
+
+
+# -- forward.cu ---------------------------------------------------------------------------------
+
+def bias_sigmoid(dev: Device, dtype, naive: bool) -> int:
+    rng = np.random.default_rng(1)
+    for B, O in ROW_SHAPES:
+        z = rng.normal(0.0, 4.0, (B, O)).astype(dtype)
+        z.flat[::5] = rng.choice([-1000.0, -90.0, 90.0, 1000.0], size=z.flat[::5].shape)  # σ saturates, no overflow
+        b = rng.normal(size=O).astype(dtype)
+        expected = z.astype(np.float64)
+        reference.bias_sigmoid(expected, b)
+        z_dev = dev.put(z)
+        launchers.bias_sigmoid(dev.ks, z_dev, dev.put(b), naive=naive)
+        assert_close(z_dev, expected, dtype, what=f"bias_sigmoid z {(B, O)}")
+    return len(ROW_SHAPES)
+
+
+# -- delta.cu -----------------------------------------------------------------------------------
+
+def sigmoid_delta(dev: Device, dtype, naive: bool) -> int:
+    rng = np.random.default_rng(2)
+    shapes = ROW_SHAPES + [(1025,), (3, 5, 7)]     # any shape: the kernel sees n elements
+    for shape in shapes:
+        g = rng.normal(size=shape).astype(dtype)
+        a = rng.uniform(0.0, 1.0, shape).astype(dtype)
+        expected = np.empty(shape)
+        reference.sigmoid_delta(g, a, expected)
+
+        delta = dev.put(nan_like(shape, dtype))
+        launchers.sigmoid_delta(dev.ks, dev.put(g), dev.put(a), delta, naive=naive)
+        assert_close(delta, expected, dtype, what=f"sigmoid_delta {shape}")
+
+        g_dev = dev.put(g)  # in place: delta is g
+        launchers.sigmoid_delta(dev.ks, g_dev, dev.put(a), g_dev, naive=naive)
+        assert_close(g_dev, expected, dtype, what=f"sigmoid_delta in place {shape}")
+    return len(shapes)
+
+
+def output_layer(rng, B, O, dtype):
+    """a in (0, 1) with some exact 0s and 1s (the clamp ε of the cross-entropy), y one-hot or soft."""
+    a = rng.uniform(0.0, 1.0, (B, O))
+    a.flat[::7] = rng.choice([0.0, 1.0, 1e-9, 1 - 1e-9], size=a.flat[::7].shape)
+    y = rng.uniform(0.0, 1.0, (B, O)) if B % 2 else np.eye(O)[rng.integers(0, O, B)]
+    return a.astype(dtype), y.astype(dtype)
+
+
+def output_delta(dev: Device, dtype, naive: bool, kernel: str) -> int:
+    rng = np.random.default_rng(3)
+    for B, O in ROW_SHAPES:
+        a, y = output_layer(rng, B, O, dtype)
+        expected_delta, expected_loss = np.empty((B, O)), np.empty(B)
+        reference.output_delta(kernel, a, y, expected_delta, expected_loss)
+
+        delta, loss = dev.put(nan_like((B, O), dtype)), dev.put(nan_like(B, dtype))
+        launchers.output_delta(dev.ks, kernel, dev.put(a), dev.put(y), delta, loss, naive=naive)
+        assert_close(delta, expected_delta, dtype, what=f"{kernel} delta {(B, O)}")
+        assert_close(loss, expected_loss, dtype, what=f"{kernel} loss {(B, O)}")
+
+        delta = dev.put(nan_like((B, O), dtype))  # loss=None: the delta alone
+        launchers.output_delta(dev.ks, kernel, dev.put(a), dev.put(y), delta, None, naive=naive)
+        assert_close(delta, expected_delta, dtype, what=f"{kernel} delta without loss {(B, O)}")
+    return len(ROW_SHAPES)
+
+
+# -- weight_grad.cu -----------------------------------------------------------------------------
+
+def layer(rng, B, I, O, dtype):
+    """a_prev: activations in (0, 1); delta: deltas of either sign."""
+    return rng.uniform(0.0, 1.0, (B, I)).astype(dtype), rng.normal(0.0, 0.5, (B, O)).astype(dtype)
+
+
+def weight_grad(dev: Device, dtype, naive: bool) -> int:
+    rng = np.random.default_rng(4)
+    for B, I, O in WG_SHAPES:
+        a_prev, delta = layer(rng, B, I, O, dtype)
+        scale = 1.0 / B
+        expected_dW, expected_db = np.empty((I, O)), np.empty(O)
+        reference.weight_grad(a_prev, delta, expected_dW, expected_db, scale=scale)
+        a_prev_dev, delta_dev = dev.put(a_prev), dev.put(delta)
+
+        dW, db = dev.put(nan_like((I, O), dtype)), dev.put(nan_like(O, dtype))
+        launchers.weight_grad(dev.ks, a_prev_dev, delta_dev, dW, db, scale=scale, naive=naive)
+        assert_close(dW, expected_dW, dtype, what=f"weight_grad dW {(B, I, O)}")
+        assert_close(db, expected_db, dtype, what=f"weight_grad db {(B, I, O)}")
+
+        dW = dev.put(nan_like((I, O), dtype))  # db=None: dW alone
+        launchers.weight_grad(dev.ks, a_prev_dev, delta_dev, dW, scale=scale, naive=naive)
+        assert_close(dW, expected_dW, dtype, what=f"weight_grad dW without db {(B, I, O)}")
+    return len(WG_SHAPES)
+
+
+def weight_grad_sgd(dev: Device, dtype, naive: bool, momentum: bool) -> int:
+    rng = np.random.default_rng(5)
+    hyper = dict(eta=0.5, lmbda=1e-3, mu=0.9) if momentum else dict(eta=0.5)
+    for B, I, O in WG_SHAPES:
+        a_prev, delta = layer(rng, B, I, O, dtype)
+        W, b = rng.normal(size=(I, O)).astype(dtype), rng.normal(size=O).astype(dtype)
+        vW, vb = (rng.normal(0.0, 0.1, (I, O)).astype(dtype), rng.normal(0.0, 0.1, O).astype(dtype)) \
+            if momentum else (None, None)
+        expected = [None if x is None else x.astype(np.float64) for x in (W, b, vW, vb)]
+        reference.weight_grad_sgd(a_prev, delta, *expected, scale=1.0 / B, **hyper)
+
+        params = [None if x is None else dev.put(x) for x in (W, b, vW, vb)]
+        launchers.weight_grad_sgd(dev.ks, dev.put(a_prev), dev.put(delta), *params, scale=1.0 / B, naive=naive,
+                                  **hyper)
+        for name, actual, want in zip(("W", "b", "vW", "vb"), params, expected):
+            if want is not None:
+                assert_close(actual, want, dtype, what=f"weight_grad_sgd {name} {(B, I, O)}")
+    return len(WG_SHAPES)
+
+
+#: (check name, function, extra arguments): one entry per kernel of every family (each run naive
+#: and fast, f32 and f64); the variants of output_delta and weight_grad_sgd are their own entries
+CHECKS = [
+    ("bias_sigmoid", bias_sigmoid, {}),
+    ("sigmoid_delta", sigmoid_delta, {}),
+    *[(kernel, output_delta, {"kernel": kernel}) for kernel in launchers.output_delta_kernels()],
+    ("weight_grad", weight_grad, {}),
+    ("weight_grad_sgd", weight_grad_sgd, {"momentum": False}),
+    ("weight_grad_sgd momentum+decay", weight_grad_sgd, {"momentum": True}),
+]
+
+
+def run_all(dev: Device, log=lambda line: None) -> list[dict]:
+    """Every check of CHECKS, naive and fast, f32 and f64, on ``dev``: one result per run
+    (``{"check", "version", "dtype", "shapes", "passed", "error"}``); a failure is recorded and
+    the rest still run."""
+    results = []
+    for name, fn, extra in CHECKS:
+        for naive in (True, False):
+            for dtype in DTYPES:
+                r = {"check": name, "version": "naive" if naive else "fast", "dtype": np.dtype(dtype).name,
+                     "shapes": 0, "passed": False, "error": None}
+                try:
+                    r["shapes"] = fn(dev, dtype, naive, **extra)
+                    r["passed"] = True
+                except Exception as e:          # AssertionError, or a CUDA/compile error: recorded, not fatal
+                    r["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+                results.append(r)
+                log(f"  {name} {r['version']} {r['dtype']}: "
+                    + (f"PASS ({r['shapes']} shapes)" if r["passed"] else f"FAIL: {r['error']}"))
+    return results
