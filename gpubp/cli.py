@@ -1,6 +1,8 @@
-"""The ``gpubp`` command: train, gradcheck, info (and bench, kernels).
+"""The ``gpubp`` command.
 
+    gpubp bench --quick                   the benchmark suite (the main job)
     gpubp train --dataset digits          train and report test accuracy
+    gpubp check [--gpu] --out DIR         prove the GPU (or the emulated) path, with a report
     gpubp gradcheck                       backprop against finite differences
     gpubp info                            version, backends, CUDA devices, NVRTC
 """
@@ -111,6 +113,9 @@ def cmd_info(args) -> int:
     cxx = shutil.which("g++") or shutil.which("c++")
     print(f"backend emulated: {'available (C++ compiler ' + cxx + ')' if cxx else 'unavailable: no C++ compiler (apt-get install g++)'}")
     print(f"backend cupy: {'available' if ok else 'unavailable'}: {why}")
+    from .device import notes
+    for note in notes:
+        print(f"note: {note}")
     try:
         import cupy
         print(f"cupy {cupy.__version__}, CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}")
@@ -161,6 +166,29 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    from .check.run import PARTS, run
+
+    parts = [p for p in args.part.split(",") if p] if args.part else list(PARTS)
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        print(f"error: unknown --part {', '.join(unknown)}; the parts are {', '.join(PARTS)}", file=sys.stderr)
+        return 2
+    log = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
+    result = run(args.gpu, args.out, parts=parts, log=log)
+    if not args.quiet or not result["passed"]:
+        print(f"\ngpubp check{' --gpu' if args.gpu else ''}: {'PASS' if result['passed'] else 'FAIL'} "
+              f"in {result['seconds']:.0f} s")
+        for part in result["parts"]:
+            text = part.get("why") or part.get("summary") or ""
+            print(f"  {part['name']:12} {part['status']:8} {text if len(text) < 160 else text[:157] + '...'}")
+        print(f"report: {result['paths']['md']}, {result['paths']['json']}")
+    env = next((p for p in result["parts"] if p["name"] == "environment"), None)
+    if args.gpu and env is not None and env["status"] == "FAIL":
+        print(f"error: {env['why']}", file=sys.stderr)
+    return 0 if result["passed"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gpubp", description="Backpropagation for sigmoid MLPs on NumPy and CUDA.")
     p.add_argument("--version", action="version", version=f"gpubp {__version__}")
@@ -198,6 +226,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="shorter timing (about a minute on 2 CPU cores)")
     b.add_argument("--out", default="bench-out", help="folder for bench.json, bench.md, bench.png (default: bench-out)")
     b.set_defaults(func=cmd_bench)
+
+    c = sub.add_parser("check", help="prove the GPU path (--gpu) or the CPU/emulated path, and write a report",
+                       description="One offline command: environment, every kernel against its float64 reference, "
+                                   "fit parity against NumPy, NVRTC budgets; with --gpu also pytest -m gpu, "
+                                   "compute-sanitizer and the quick benchmark. Runs from a source checkout with "
+                                   "PYTHONPATH=. and nothing to install.")
+    c.add_argument("--gpu", action="store_true", help="check the cupy backend on this machine's CUDA device")
+    c.add_argument("--out", default="check-out", help="folder for check.json, check.md (default: check-out)")
+    c.add_argument("--part", help="comma-separated parts to run (default: all): "
+                                  "environment,kernels,fit,nvrtc,pytest,sanitizers,bench")
+    c.add_argument("--quiet", action="store_true", help="no progress lines; the summary only if something failed")
+    c.set_defaults(func=cmd_check)
 
     i = sub.add_parser("info", help="version, available backends, CUDA devices, NVRTC")
     i.set_defaults(func=cmd_info)

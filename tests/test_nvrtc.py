@@ -27,18 +27,7 @@ def test_every_kernel_compiles_within_budget(arch):
     names = [k for fam in kernels.families() for k in kernels.kernel_names(fam)]
     assert sorted(resources) == sorted(names), "every kernel of kernels/*.cu has a ptxas report"
     assert sorted(nvrtc.BUDGETS) == sorted(names), "every kernel has a budget in gpubp.cuda.nvrtc.BUDGETS"
-    over = []
-    for name in names:
-        r, budget = resources[name], nvrtc.BUDGETS[name]
-        if (r.spill_stores, r.spill_loads, r.stack) != (0, 0, 0):
-            over.append(f"{name}: {r.spill_stores} B spill stores, {r.spill_loads} B spill loads, {r.stack} B stack")
-        occ, occ_budget = (nvrtc.occupancy(arch, budget.threads, regs, budget.smem)
-                           for regs in (r.registers, budget.registers))
-        if occ < occ_budget:
-            over.append(f"{name}: {r.registers} registers (budget {budget.registers}) give {occ:.1%} occupancy, "
-                        f"below the budget's {occ_budget:.1%}")
-        if r.smem > budget.smem:
-            over.append(f"{name}: {r.smem} B static shared memory > budget {budget.smem}")
+    over = nvrtc.budget_violations(arch)
     assert not over, f"{arch}:\n" + "\n".join(over)
 
 

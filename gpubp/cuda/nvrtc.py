@@ -238,6 +238,29 @@ def _budgets() -> dict[str, Budget]:
 BUDGETS: dict[str, Budget] = _budgets()
 
 
+def budget_violations(arch: str) -> list[str]:
+    """Every way the kernels, compiled for ``arch`` with the default tunables, break their budgets
+    (spills, stack, occupancy below the budget's, shared memory over it); [] when none does."""
+    measured = resources(arch)
+    names = [k for fam in sources.families() for k in sources.kernel_names(fam)]
+    over = [f"{name}: no budget in launchers.SPECS" for name in names if name not in BUDGETS]
+    over += [f"{name}: no ptxas report" for name in names if name not in measured]
+    for name in names:
+        if name not in BUDGETS or name not in measured:
+            continue
+        r, budget = measured[name], BUDGETS[name]
+        if (r.spill_stores, r.spill_loads, r.stack) != (0, 0, 0):
+            over.append(f"{name}: {r.spill_stores} B spill stores, {r.spill_loads} B spill loads, {r.stack} B stack")
+        occ, occ_budget = (occupancy(arch, budget.threads, regs, budget.smem)
+                           for regs in (r.registers, budget.registers))
+        if occ < occ_budget:
+            over.append(f"{name}: {r.registers} registers (budget {budget.registers}) give {occ:.1%} occupancy, "
+                        f"below the budget's {occ_budget:.1%}")
+        if r.smem > budget.smem:
+            over.append(f"{name}: {r.smem} B static shared memory > budget {budget.smem}")
+    return over
+
+
 # -- the table ---------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=None)

@@ -178,9 +178,10 @@ def emulated_kernels(defines: Mapping[str, int] | None = None) -> KernelSet:
 
 
 class _CupyModule:
-    """A cupy.RawModule whose kernels take ``None`` for a NULL pointer.  CuPy itself passes ``None``
-    as a garbage pointer (cupy/cupy#9046: it hands the driver a NULL *argument* pointer instead of a
-    pointer to a NULL value), so NULL travels as an 8-byte zero."""
+    """A cupy.RawModule whose kernels take ``None`` for a NULL pointer, on every CuPy gpubp supports.
+    CuPy 13 passes ``None`` as a garbage pointer (cupy/cupy#9046: it hands the driver a NULL *argument*
+    pointer instead of a pointer to a NULL value; fixed in CuPy 14.0 by cupy/cupy#9525), so NULL
+    travels as an 8-byte zero, which both read as a NULL ``T*``."""
 
     NULL = np.uint64(0)
 

@@ -1,0 +1,52 @@
+"""The report of ``gpubp check``: check.json (every figure) and check.md (for a
+person), each well under 16 MiB, so that a remote machine's report can be
+carried back whole.  A part is PASS, FAIL, or NOT RUN with the reason."""
+from __future__ import annotations
+
+import json
+import os
+
+MAX_BYTES = 16 * 2**20
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} characters cut)"
+
+
+def to_markdown(result: dict) -> str:
+    lines = [f"# gpubp check{' --gpu' if result['gpu'] else ''}: {'PASS' if result['passed'] else 'FAIL'}", "",
+             f"gpubp {result['gpubp']}, {result['started']}, {result['seconds']:.0f} s, "
+             f"python {result['python']}, numpy {result['numpy']}", "",
+             "| part | status | summary |", "|---|---|---|"]
+    for part in result["parts"]:
+        summary = part.get("summary") or part.get("why") or ""
+        lines.append(f"| {part['name']} | {part['status']} | {_clip(summary, 400).replace('|', '/')} |")
+    for part in result["parts"]:
+        rows = part.get("rows")
+        if not rows:
+            continue
+        lines += ["", f"## {part['name']}", ""]
+        keys = list(rows[0])
+        lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        for row in rows:
+            lines.append("| " + " | ".join(_clip(str(row.get(k, "")), 300).replace("|", "/").replace("\n", " ")
+                                           for k in keys) + " |")
+    env = next((p for p in result["parts"] if p["name"] == "environment"), None)
+    if env and env.get("details"):
+        lines += ["", "## environment", "", "```", json.dumps(env["details"], indent=1, default=str), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def write(result: dict, out_dir) -> dict:
+    """Write check.json and check.md into ``out_dir``; returns their paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {"json": os.path.join(out_dir, "check.json"), "md": os.path.join(out_dir, "check.md")}
+    text = json.dumps(result, indent=1, default=str)
+    if len(text.encode()) > MAX_BYTES:              # never expected; the logs are clipped already
+        text = json.dumps({**result, "parts": [{k: v for k, v in p.items() if k != "details"}
+                                              for p in result["parts"]]}, indent=1, default=str)
+    with open(paths["json"], "w") as f:
+        f.write(text)
+    with open(paths["md"], "w") as f:
+        f.write(_clip(to_markdown(result), MAX_BYTES // 2))
+    return paths

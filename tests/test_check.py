@@ -1,0 +1,126 @@
+"""``gpubp check``: the CPU run passes and reports every part; --gpu without a
+device says so and fails; the report stays small; the sanitizer and pytest
+parts read their tools' output right (tools stood in by scripts of ours: what
+is tested is gpubp's reading of them, not a GPU)."""
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpubp.check import run as check_run
+from gpubp.check import sanitizers
+from gpubp.cli import main
+from gpubp.device import cuda_status
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_cpu_check_passes_and_reports_every_part(tmp_path, capsys):
+    assert main(["check", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "gpubp check: PASS" in out
+    data = json.loads((tmp_path / "check.json").read_text())
+    status = {p["name"]: p["status"] for p in data["parts"]}
+    assert list(status) == list(check_run.PARTS)
+    assert status["environment"] == status["kernels"] == status["fit"] == "PASS"
+    assert status["nvrtc"] in ("PASS", "NOT RUN")
+    assert status["pytest"] == status["sanitizers"] == status["bench"] == "NOT RUN"
+    kernels = next(p for p in data["parts"] if p["name"] == "kernels")
+    assert len(kernels["rows"]) == 28 and all(r["passed"] and r["shapes"] >= 20 for r in kernels["rows"])
+    assert {r["version"] for r in kernels["rows"]} == {"naive", "fast"}
+    files = list(tmp_path.iterdir())
+    assert sorted(f.name for f in files) == ["check.json", "check.md"]
+    assert all(f.stat().st_size < 16 * 2**20 for f in files)
+    assert (tmp_path / "check.md").read_text().startswith("# gpubp check: PASS")
+
+
+def test_gpu_check_without_a_device_says_so_and_fails(tmp_path, capsys):
+    ok, why = cuda_status()
+    if ok:
+        pytest.skip("a CUDA device is present")
+    assert main(["check", "--gpu", "--out", str(tmp_path)]) == 1
+    assert f"error: no CUDA device: {why}" in capsys.readouterr().err
+    data = json.loads((tmp_path / "check.json").read_text())
+    assert data["passed"] is False and data["parts"][0]["status"] == "FAIL"
+    assert all(p["status"] == "NOT RUN" for p in data["parts"][1:])
+    assert "| environment | FAIL | no CUDA device:" in (tmp_path / "check.md").read_text()
+
+
+def test_unknown_part_is_refused(capsys):
+    assert main(["check", "--part", "kernels,speed"]) == 2
+    assert "unknown --part speed; the parts are environment, kernels, fit" in capsys.readouterr().err
+
+
+def test_runs_from_a_plain_checkout_with_pythonpath(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "gpubp", "check", "--part", "environment,kernels", "--quiet",
+                           "--out", str(tmp_path / "r")], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads((tmp_path / "r" / "check.json").read_text())["passed"] is True
+
+
+# -- the sanitizer part ---------------------------------------------------------------------------
+
+def test_sanitizer_summaries_are_read():
+    assert sanitizers.parse("memcheck", "x\n========= ERROR SUMMARY: 0 errors\n") == {"errors": 0}
+    assert sanitizers.parse("initcheck", "========= ERROR SUMMARY: 1 error\n") == {"errors": 1}
+    assert sanitizers.parse("racecheck", "========= RACECHECK SUMMARY: 3 hazards displayed (2 errors, 1 warning)") \
+        == {"errors": 2, "hazards": 3, "warnings": 1}
+    assert sanitizers.parse("synccheck", "Segmentation fault") is None
+
+
+def _fake_sanitizer(folder, summary):
+    """A stand-in for compute-sanitizer: drops its options, runs the child, prints ``summary``."""
+    path = folder / "compute-sanitizer"
+    path.write_text("#!/bin/sh\nwhile [ \"${1#--}\" != \"$1\" ]; do shift 2; done\n\"$@\"\ncode=$?\n"
+                    f"echo '{summary}'\nexit $code\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return str(path)
+
+
+def test_a_sanitizer_reporting_0_errors_over_a_failed_child_fails(tmp_path):
+    fake = _fake_sanitizer(tmp_path, "========= ERROR SUMMARY: 0 errors")
+    r = sanitizers.run_tool("memcheck", fake, [sys.executable, "-c", "raise SystemExit(3)"], timeout=60)
+    assert r["status"] == "FAIL" and "reported 0 errors but the kernel checks under it failed (exit code 3)" in r["why"]
+    r = sanitizers.run_tool("memcheck", fake, [sys.executable, "-c", "pass"], timeout=60)
+    assert r["status"] == "PASS" and r["counts"] == {"errors": 0}
+
+
+def test_a_sanitizer_finding_errors_fails_with_the_counts(tmp_path):
+    fake = _fake_sanitizer(tmp_path, "========= RACECHECK SUMMARY: 4 hazards displayed (4 errors, 0 warnings)")
+    r = sanitizers.run_tool("racecheck", fake, [sys.executable, "-c", "pass"], timeout=60)
+    assert r["status"] == "FAIL" and r["counts"] == {"errors": 4, "hazards": 4, "warnings": 0}
+
+
+def test_no_sanitizer_is_not_run_with_the_reason(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.setattr(sanitizers.os, "access", lambda *a: False)
+    r = sanitizers.run_all()
+    assert r["status"] == "NOT RUN" and "compute-sanitizer is not on PATH" in r["why"]
+
+
+# -- the pytest part --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("body, status, summary", [
+    ("assert True", "PASS", "1 passed"),
+    ("assert 1 == 2", "FAIL", "1 failed"),
+])
+def test_pytest_part_reads_the_run(tmp_path, body, status, summary):
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_kernels.py").write_text(
+        f"import pytest\n\n\n@pytest.mark.gpu\ndef test_on_gpu():\n    {body}\n\n\ndef test_cpu_only():\n    pass\n")
+    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    gpu: needs a GPU\n")
+    part = check_run.pytest_part(timeout=120, root=tmp_path)
+    assert part["status"] == status and summary in part["summary"], part
+    assert "1 deselected" in part["summary"]
+
+
+def test_pytest_part_without_tests_is_not_run(tmp_path):
+    part = check_run.pytest_part(root=tmp_path)
+    assert part["status"] == "NOT RUN" and "an installed gpubp" in part["why"]
