@@ -41,3 +41,18 @@ def test_cupy_imports_with_an_unusable_home_and_says_what_it_did(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert "CuPy failed to import" not in out           # CuPy alone fails: NotADirectoryError on ~/.cupy
     assert f"CuPy's default kernel cache {home}/.cupy/kernel_cache cannot be written, so CUPY_CACHE_DIR=" in out
+
+
+def test_null_pointers_travel_as_an_8_byte_zero():
+    """CuPy 13 turns a None kernel argument into a garbage pointer (cupy/cupy#9046, fixed in 14.0 by
+    cupy/cupy#9525); gpubp's RawModule wrapper hands the kernel an 8-byte 0 instead, on both."""
+    import numpy as np
+    from gpubp.cuda.sources import _CupyModule
+    handed = []
+
+    class RawModule:                # stands in for cupy.RawModule: records what the wrapper passes on
+        def get_function(self, name):
+            return lambda grid, block, args, shared_mem=0: handed.append(args)
+    _CupyModule(RawModule()).get_function("weight_grad_f32")((1,), (1,), (None, np.int32(3), None))
+    null, n, null2 = handed[0]
+    assert null == 0 and null.dtype == np.uint64 and null.nbytes == 8 and null2 == 0 and n == 3
