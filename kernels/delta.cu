@@ -18,9 +18,12 @@
  *   is not computed).
  *
  * Layout: g, a, y, delta are B×O row-major (x[r, c] at x[r*O + c]); loss has B.
- * Outputs: delta and loss are overwritten; nothing is accumulated. delta may
- * alias g in sigmoid_delta (each thread reads g[i] before it writes delta[i]),
- * so neither pointer is __restrict__.
+ * Outputs: delta and loss are overwritten; nothing is accumulated.
+ * In place: delta may be the very array g or a (sigmoid_delta), or a or y
+ * (output_delta): each thread loads its a[i], y[i] / g[i], a[i] into registers
+ * before it writes delta[i], and reads no element another thread writes, so no
+ * pointer is __restrict__.  loss must not overlap any other argument, and no
+ * argument may partially overlap another (the launchers refuse both).
  *
  * Kernels, each as _f32 (T = float) and _f64 (T = double):
  *   sigmoid_delta_naive     one thread per element; 1-D, any block size,
@@ -44,8 +47,9 @@
  *   output_delta    reads a, y, writes delta: 12 B (+ 4 B per row of loss); unfused,
  *                   mse: delta 5 passes + loss 3 passes ≈ 76 B; ce: ≈ 100 B (two clamped logs).
  *
- * Indices are 32-bit: the launcher requires B*O <= 2^31 - 2^16 (room for the
- * last block's overshoot past the end).
+ * Indices are 32-bit.  The fast sigmoid_delta's largest index is below
+ * n + blockDim.x*EPT (the last block's overshoot past the end), so the launcher
+ * requires n <= 2^31 - 1 - blockDim.x*EPT; the other kernels index below n + blockDim.x.
  */
 
 #ifndef EPT
@@ -58,6 +62,10 @@
 #define ROWS_PER_BLOCK 8    // rows per block in the fast output_delta
 #endif
 static_assert((ROW_THREADS & (ROW_THREADS - 1)) == 0, "ROW_THREADS must be a power of 2 (tree reduction)");
+static_assert(ROW_THREADS * ROWS_PER_BLOCK <= 1024, "ROW_THREADS * ROWS_PER_BLOCK must be at most 1024 threads per block");
+static_assert(ROW_THREADS * ROWS_PER_BLOCK * sizeof(double) <= 48 * 1024,
+              "the fast output_delta's partial sums must fit CUDA's 48 KiB of static shared memory per block");
+static_assert(EPT >= 1 && EPT <= 64, "EPT (elements per thread) must be in 1 .. 64");
 
 // log / max for each T, spelled out so that no overload resolution is left to the compiler.
 __device__ inline float log_t(float x) { return logf(x); }
@@ -116,8 +124,9 @@ __device__ void output_delta_naive(const T* a, const T* y, T* delta, T* loss, in
         T sum = T(0);
         for (int c = 0; c < O; c++) {
             int i = r * O + c;
-            delta[i] = Cost::delta(a[i], y[i]);
-            sum += Cost::loss(a[i], y[i]);
+            T ai = a[i], yi = y[i];      // both read before delta[i] is written: delta may be a or y
+            delta[i] = Cost::delta(ai, yi);
+            sum += Cost::loss(ai, yi);
         }
         if (loss != nullptr) loss[r] = sum;
     }
@@ -133,8 +142,9 @@ __device__ void output_delta_fast(const T* a, const T* y, T* delta, T* loss, int
     if (r < B) {
         for (int c = tx; c < O; c += ROW_THREADS) {
             int i = r * O + c;
-            delta[i] = Cost::delta(a[i], y[i]);
-            sum += Cost::loss(a[i], y[i]);
+            T ai = a[i], yi = y[i];      // both read before delta[i] is written: delta may be a or y
+            delta[i] = Cost::delta(ai, yi);
+            sum += Cost::loss(ai, yi);
         }
     }
     if (loss == nullptr) return;  // uniform over the block: no thread is left waiting at a barrier

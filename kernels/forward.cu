@@ -28,13 +28,17 @@
  * runs it is 5 elementwise passes (add, negate, exp, add, divide) of 8 B each:
  * 40 B/element.
  *
- * Indices are 32-bit: the launcher requires B*O <= 2^31 - 2^16 (room for the
- * last block's overshoot past the end).
+ * In place: z is read and written by the same thread; b must not overlap z.
+ *
+ * Indices are 32-bit.  The fast kernel's largest index is below
+ * B*O + blockDim.x*EPT (the last block's overshoot past the end), so the launcher
+ * requires B*O <= 2^31 - 1 - blockDim.x*EPT; the naive one indexes below B*O + blockDim.x.
  */
 
 #ifndef EPT
 #define EPT 4   // elements per thread in the fast kernel
 #endif
+static_assert(EPT >= 1 && EPT <= 64, "EPT (elements per thread) must be in 1 .. 64");
 
 // exp for each T, spelled out so that no overload resolution is left to the compiler.
 __device__ inline float exp_t(float x) { return expf(x); }

@@ -51,7 +51,12 @@
  * unfused step (dW = a_prev.T @ delta; dW *= scale; dW += lmbda*W; vW = mu*vW + dW; W -= eta*vW
  * as separate CuPy ops) moves ≈ 72 B, without momentum and decay 8 B vs ≈ 32 B.
  *
- * Indices are 32-bit: the launcher requires B*I, B*O, I*O <= 2^31 - 2^16.
+ * In place: W, b, vW, vb are each read and written by one thread; no output may overlap
+ * a_prev, delta or another output (a tile reads a_prev and delta rows that other blocks'
+ * threads would be writing); the launchers refuse overlaps.
+ *
+ * Indices are 32-bit: the launcher requires B*I, B*O, I*O <= 2^31 - 1 (every index is
+ * r*I + i, r*O + o or i*O + o with r < B, i < I, o < O).
  */
 
 #ifndef TILE
@@ -66,13 +71,19 @@
 #define EDGE (TILE / MICRO)          // the block is EDGE × EDGE threads
 #define THREADS (EDGE * EDGE)
 static_assert(TILE % MICRO == 0, "TILE must be a multiple of MICRO");
+static_assert(THREADS <= 1024, "(TILE / MICRO)^2 must be at most 1024 threads per block");
 static_assert((BK * TILE) % THREADS == 0, "a BK×TILE chunk must split evenly over the block's threads");
+static_assert(2 * BK * TILE * sizeof(double) <= 48 * 1024,
+              "2*BK*TILE doubles (the f64 tiles) must fit CUDA's 48 KiB of static shared memory per block");
 
-// The register budget of the fast kernels, as blocks of THREADS that must fit on one SM
-// (64K registers): 4 blocks -> <= 64 registers (f32), 3 blocks -> <= 80 registers (f64:
-// twice the bytes per accumulator).
-#define MIN_BLOCKS_F32 4
-#define MIN_BLOCKS_F64 3
+// The register budget of the fast kernels, per thread: <= 64 registers (f32), <= 80 (f64: twice
+// the bytes per accumulator); gpubp.cuda.launchers.SPECS states the same budget.  The launch
+// bounds follow from it and the tile: as many blocks of THREADS as that many registers per
+// thread leave room for in an SM's 64K registers (4 f32 / 3 f64 blocks at 256 threads; 1 at
+// 1024 threads, where the hardware's own cap of 64 registers per thread applies).
+constexpr int REGS_F32 = 64, REGS_F64 = 80;
+constexpr int MIN_BLOCKS_F32 = 65536 / (THREADS * REGS_F32) > 0 ? 65536 / (THREADS * REGS_F32) : 1;
+constexpr int MIN_BLOCKS_F64 = 65536 / (THREADS * REGS_F64) > 0 ? 65536 / (THREADS * REGS_F64) : 1;
 
 // ---------------------------------------------------------------------------
 // naive: Σ_r a_prev[r, i] delta[r, o] for one (i, o), and Σ_r delta[r, o].

@@ -153,3 +153,126 @@ def test_kernel_names_and_families():
     assert kernels.family_of("weight_grad_sgd_naive_f64") == "weight_grad"
     with pytest.raises(ValueError, match=r"no kernel named 'weight_grad_f16'"):
         kernels.family_of("weight_grad_f16")
+
+
+# -- memory: which arguments may share memory, per launcher ----------------------------------------
+
+@pytest.mark.parametrize("naive", NAIVE)
+@pytest.mark.parametrize("kernel", ["output_delta_mse", "output_delta_ce"])
+@pytest.mark.parametrize("into", ["a", "y"])
+def test_output_delta_in_place_over_a_or_y(dev, kernel, into, naive):
+    """delta may be a or y itself: each thread loads a[i], y[i] before it stores delta[i].  (Before,
+    the loss re-read a[i] after delta[i] overwrote it: f32, B=9, O=33, mse, delta is a gave a loss of
+    8.83 where the reference says 4.26.)"""
+    rng = np.random.default_rng(8)
+    a, y = output_layer(rng, 9, 33, np.float32)
+    expected_delta, expected_loss = np.empty((9, 33)), np.empty(9)
+    reference.output_delta(kernel, a, y, expected_delta, expected_loss)
+    a_dev, y_dev, loss = dev.put(a), dev.put(y), dev.put(nan_like(9, np.float32))
+    out = a_dev if into == "a" else y_dev
+    launchers.output_delta(dev.ks, kernel, a_dev, y_dev, out, loss, naive=naive)
+    assert_close(out, expected_delta, np.float32, what=f"{kernel} delta written over {into}")
+    assert_close(loss, expected_loss, np.float32, what=f"{kernel} loss with delta over {into}")
+
+
+@pytest.mark.parametrize("naive", NAIVE)
+def test_sigmoid_delta_in_place_over_a(dev, naive):
+    rng = np.random.default_rng(9)
+    g, a = rng.normal(size=(9, 33)).astype(np.float32), rng.uniform(0, 1, (9, 33)).astype(np.float32)
+    expected = np.empty((9, 33))
+    reference.sigmoid_delta(g, a, expected)
+    a_dev = dev.put(a)
+    launchers.sigmoid_delta(dev.ks, dev.put(g), a_dev, a_dev, naive=naive)
+    assert_close(a_dev, expected, np.float32, what="sigmoid_delta written over a")
+
+
+def test_every_other_overlap_is_refused(dev):
+    """Partial overlaps, and whole ones the kernels do not allow, are refused before any launch."""
+    ks, put = dev.ks, dev.put
+    f32 = np.float32
+    buf = put(np.zeros(4 * 3 + 3, f32))
+    z, b = buf[:12].reshape(4, 3), buf[9:12]                      # b is z's last row
+    with pytest.raises(ValueError, match=r"bias_sigmoid: b overlaps z in memory; no other two arguments may share"):
+        launchers.bias_sigmoid(ks, z, b)
+    g, shifted = buf[:12].reshape(4, 3), buf[1:13].reshape(4, 3)
+    with pytest.raises(ValueError, match=r"sigmoid_delta: delta overlaps g in memory; delta may be g or a itself"):
+        launchers.sigmoid_delta(ks, g, put(np.zeros((4, 3), f32)), shifted)
+    a, y = put(np.full((4, 3), 0.5, f32)), put(np.zeros((4, 3), f32))
+    with pytest.raises(ValueError, match=r"output_delta: loss overlaps a in memory; delta may be a or y itself"):
+        launchers.output_delta(ks, "output_delta_mse", a, y, put(np.zeros((4, 3), f32)), a.reshape(-1)[:4])
+    sq = put(np.zeros((3, 3), f32))
+    with pytest.raises(ValueError, match=r"weight_grad: dW is a_prev in memory"):
+        launchers.weight_grad(ks, sq, put(np.zeros((3, 3), f32)), sq)
+    W = put(np.zeros((3, 3), f32))
+    with pytest.raises(ValueError, match=r"weight_grad_sgd: vW is W in memory"):
+        launchers.weight_grad_sgd(ks, put(np.zeros((2, 3), f32)), put(np.zeros((2, 3), f32)), W,
+                                  put(np.zeros(3, f32)), W, put(np.zeros(3, f32)), eta=0.1, mu=0.9)
+    assert_close(W, np.zeros((3, 3)), f32, what="W after the refused update")
+
+
+# -- 32-bit indices: the limit follows the compiled tunables --------------------------------------------
+
+@pytest.mark.parametrize("ept", [1, 4, 64])
+def test_the_largest_index_at_the_size_limit_fits_32_bits(ept):
+    """At the largest size the launcher accepts, the fast elementwise kernels' largest index,
+    base + (EPT-1)*blockDim.x with base = blockIdx.x*blockDim.x*EPT + threadIdx.x, is below 2^31."""
+    n = launchers.INT_MAX - launchers.BLOCK * ept            # the limit: n + BLOCK*EPT <= INT_MAX
+    grid = -(-n // (launchers.BLOCK * ept))
+    largest = (grid - 1) * launchers.BLOCK * ept + (launchers.BLOCK - 1) + (ept - 1) * launchers.BLOCK
+    assert largest <= launchers.INT_MAX and (grid - 1) * launchers.BLOCK * ept <= launchers.INT_MAX
+
+
+def test_sizes_past_the_limit_of_these_tunables_are_refused():
+    """With EPT = 64 the limit is 2^31 - 1 - 256*64 elements; one more is refused before any launch
+    (the arrays are virtual memory, never touched)."""
+    ks = kernels.emulated_kernels({"EPT": 64})
+    limit = launchers.INT_MAX - launchers.BLOCK * 64
+    z = np.empty(((limit + 1) // 2, 2), np.float32)
+    with pytest.raises(ValueError, match=rf"bias_sigmoid: B\*O = {limit + 1} is too large .* \(at most {limit} "
+                                         r"with these tunables"):
+        launchers.bias_sigmoid(ks, z, np.zeros(2, np.float32))
+    with pytest.raises(ValueError, match=rf"sigmoid_delta: n = {limit + 1} is too large"):
+        launchers.sigmoid_delta(ks, z, z, z)
+    del z
+
+
+# -- tunables a GPU would refuse, or that would spill, are refused alike on every device -----------------
+
+nvrtc = pytest.importorskip("gpubp.cuda.nvrtc")
+needs_nvrtc = pytest.mark.skipif(not nvrtc.available()[0], reason="NVRTC is not installed (pip install 'gpubp[nvrtc]')")
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("defines, problem", [
+    ({"TILE": 128, "MICRO": 4}, r"weight_grad(_sgd)?_f64 spills \d+ bytes of registers"),          # 1024 threads: 64 registers
+    ({"TILE": 128, "MICRO": 8}, r"weight_grad_f32 spills \d+ bytes"),                       # 64 accumulators a thread
+    ({"TILE": 128, "BK": 32}, r"weight_grad.cu does not compile with them .*48 KiB of static shared memory"),
+    ({"EPT": 65}, r"forward.cu does not compile with them .*EPT \(elements per thread\) must be in 1 \.\. 64"),
+])
+def test_tunables_are_refused_when_the_model_is_made(defines, problem):
+    from gpubp import MLP, InputError
+    with pytest.raises(InputError, match=r"kernel tunables .* are refused on every device: .*" + problem):
+        MLP([3, 2], backend="emulated", backend_options={"defines": defines})
+
+
+@needs_nvrtc
+def test_the_emulator_and_nvrtc_refuse_the_same_shared_memory():
+    """The limit is a static_assert in the source, so both compilers refuse it with its words."""
+    from gpubp.cuda.emulator import EmulatedCompileError
+    words = "must fit CUDA's 48 KiB of static shared memory per block"
+    with pytest.raises(nvrtc.CompileError, match=words):
+        nvrtc.compile_family("weight_grad", "sm_90", {"TILE": 128, "BK": 32})
+    ks = kernels.emulated_kernels({"TILE": 128, "BK": 32})
+    with pytest.raises(EmulatedCompileError, match=words):
+        launchers.weight_grad(ks, np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32),
+                              np.zeros((3, 3), np.float32))
+
+
+@needs_nvrtc
+def test_launch_bounds_follow_the_tile():
+    """1024-thread tiles get __launch_bounds__(1024, 1): no 'minnctapersm will be ignored' (it was a
+    constant 4 blocks), and f32 fits the hardware's 64 registers a thread without spilling."""
+    compiled = nvrtc.compile_family("weight_grad", "sm_90", {"TILE": 128, "MICRO": 4})
+    assert "minnctapersm" not in compiled.log and "ignored" not in compiled.log
+    r = compiled.resources["weight_grad_f32"]
+    assert r.registers <= 64 and r.spill_stores == r.spill_loads == 0

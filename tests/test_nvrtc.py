@@ -102,3 +102,19 @@ def test_the_report_is_built_with_the_options_cupy_builds_with():
     src = inspect.getsource(compiler)
     for opt in kernels.CUPY_RAWMODULE_ADDS:
         assert f"'{opt}'" in src, f"cupy.cuda.compiler no longer adds {opt}: update kernels.CUPY_RAWMODULE_ADDS"
+
+
+#: tunable sets other than the defaults, each touching every family (forward: EPT; delta: EPT,
+#: ROW_THREADS, ROWS_PER_BLOCK; weight_grad: TILE, MICRO, BK)
+OTHER_TUNABLES = [
+    {"TILE": 32, "MICRO": 2, "BK": 8, "EPT": 2, "ROW_THREADS": 8, "ROWS_PER_BLOCK": 4},
+    {"TILE": 64, "MICRO": 4, "BK": 32, "EPT": 1, "ROW_THREADS": 64, "ROWS_PER_BLOCK": 4},
+]
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("defines", OTHER_TUNABLES, ids=["small", "deep"])
+def test_other_tunable_sets_compile_within_budget(arch, defines):
+    """Budgets follow the tunables (threads per block, shared memory), read from launchers.SPECS."""
+    assert nvrtc.budget_violations(arch, defines) == []
+    assert nvrtc.tunable_problems(defines, arch) == []

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..numpy_backend import ArrayBackend
 from ..validation import InputError
-from . import launchers, sources
+from . import launchers, nvrtc, sources
 
 
 #: CuPy (through 14.2, the newest release) refuses every cuBLAS call made while a stream is capturing:
@@ -51,11 +51,25 @@ def check_options(name: str, options: dict) -> None:
     for key, value in options.items():
         if key != "defines" and not isinstance(value, (bool, np.bool_)):
             raise InputError(f"backend option {key} must be True or False, got {value!r}")
+    defines = options.get("defines")
+    if defines:
+        try:
+            sources.normalize_defines(defines)
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        problems = nvrtc.tunable_problems(defines)      # None: NVRTC is not installed; the compile decides
+        if problems:
+            raise InputError(f"kernel tunables {dict(defines)} are refused on every device: {'; '.join(problems)}; "
+                             f"pick smaller tiles (the defaults are {_default_tunables()})")
     if options.get("cuda_graph"):
         if name != "cupy":
             raise ValueError(f"cuda_graph=True needs the cupy backend (CUDA graphs); the {name} backend has none")
         raise ValueError(f"cuda_graph=True cannot capture a training step yet: {CUBLAS_CAPTURE_LIMIT}; "
                          f"leave cuda_graph off (the step runs eagerly, with the same kernels)")
+
+
+def _default_tunables() -> dict:
+    return {k: v for family in sources.families() for k, v in sources.defaults(family).items()}
 
 
 class KernelBackend(ArrayBackend):
@@ -75,7 +89,7 @@ class KernelBackend(ArrayBackend):
 
     @classmethod
     def create(cls, name, *, defines=None, **options):
-        check_options(name, options)
+        check_options(name, dict(options, defines=defines))
         if name == "emulated":
             return cls("emulated", np, sources.emulated_kernels(defines), **options)
         if name == "cupy":

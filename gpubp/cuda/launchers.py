@@ -11,6 +11,9 @@ names the argument and the fix.  ``naive=True`` runs the plain version of a
 kernel kept beside the fast one (same results).
 
 Shapes (batch-first, row-major): B = batch, I = inputs, O = outputs of a layer.
+Memory: no output may share memory with another argument, except where said
+(in place): z in bias_sigmoid; delta may be g or a in sigmoid_delta, a or y in
+output_delta.  Each launcher refuses any other overlap, partial or whole.
 
     bias_sigmoid(ks, z, b)                       z: B×O (in place), b: O
     sigmoid_delta(ks, g, a, delta)               all one shape; delta may be g
@@ -38,9 +41,10 @@ from .sources import KernelSet
 BLOCK = 256
 #: block of the naive weight gradients: 32 threads along o (a warp reads one row of delta), 8 along i
 NAIVE_WG_BLOCK = (32, 8)
-#: the kernels index with 32-bit ints: every product of two dimensions must stay below 2^31 with
-#: room for one grid's overshoot past the end (a block of BLOCK*EPT elements), and grid.y <= 65535
-INDEX_LIMIT = 2**31 - 2**16
+#: the kernels index with 32-bit ints: every index they compute must stay at most INT_MAX, which
+#: each launcher checks for its kernel's largest index (the array's size plus the last block's
+#: overshoot past its end: BLOCK*EPT elements for the fast elementwise kernels); grid.y <= 65535
+INT_MAX = 2**31 - 1
 GRID_Y_MAX = 65535
 
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
@@ -168,12 +172,43 @@ def _check_2d(kernel: str, name: str, x, dims: str) -> tuple[int, int]:
     return tuple(int(s) for s in x.shape)
 
 
-def _check_sizes(kernel: str, **sizes: int) -> None:
-    """Every index expression of the kernels (a product of two dimensions) fits their 32-bit ints."""
+def _check_sizes(kernel: str, overshoot: int, **sizes: int) -> None:
+    """The kernel's largest index, each size plus ``overshoot`` (how far past the end its last block
+    computes an index before the bounds test), fits its 32-bit ints."""
     for what, n in sizes.items():
-        if n > INDEX_LIMIT:
-            raise ValueError(f"{kernel}: {what} = {n} elements is too large for the kernels' 32-bit indices "
-                             f"(limit {INDEX_LIMIT}); split the batch")
+        if n + overshoot > INT_MAX:
+            raise ValueError(f"{kernel}: {what} = {n} is too large for the kernels' 32-bit indices: the last block "
+                             f"computes indices up to {what} + {overshoot}, past 2^31 - 1 (at most "
+                             f"{INT_MAX - overshoot} with these tunables); split the batch")
+
+
+def _span(x) -> tuple[int, int]:
+    """[first byte, last byte + 1) of a C-contiguous NumPy or CuPy array."""
+    iface = getattr(x, "__cuda_array_interface__", None) or x.__array_interface__
+    start = int(iface["data"][0])
+    return start, start + int(x.nbytes)
+
+
+def _check_aliasing(kernel: str, outputs: tuple, in_place: dict, **arrays) -> None:
+    """Refuse arguments that share memory, except an output that *is* one of the inputs it may
+    overwrite (``in_place[output]``; the kernel loads that input before it stores).  Inputs may
+    share memory with each other (they are only read)."""
+    live = {n: _span(x) for n, x in arrays.items() if x is not None and x.size}
+    names = list(live)
+    for i, p in enumerate(names):
+        for q in names[i + 1:]:
+            if p not in outputs and q not in outputs:
+                continue
+            (s1, e1), (s2, e2) = live[p], live[q]
+            if not (s1 < e2 and s2 < e1):
+                continue
+            same = (s1, e1) == (s2, e2)
+            if same and (q in in_place.get(p, ()) or p in in_place.get(q, ())):
+                continue
+            rule = "; ".join(f"{o} may be {' or '.join(ins)} itself (in place)" for o, ins in in_place.items())
+            raise ValueError(f"{kernel}: {q} {'is' if same else 'overlaps'} {p} in memory; "
+                             f"{rule + ', and ' if rule else ''}no other two arguments may share memory: "
+                             f"pass a separate array (xp.empty_like)")
 
 
 def _scalar(kernel: str, name: str, value, dtype: np.dtype):
@@ -202,15 +237,16 @@ def bias_sigmoid(ks: KernelSet, z, b, *, naive: bool = False) -> None:
     _check_shape(k, "b", b, (O,), "one bias per column of z")
     if z.size == 0:
         return
+    _check_aliasing(k, ("z",), {}, z=z, b=b)
     ept = 1 if naive else ks.param("forward", "EPT")
-    _check_sizes(k, **{"B*O": B * O})
+    _check_sizes(k, BLOCK * ept, **{"B*O": B * O})
     _launch(ks, k, naive, dtype, (ceil_div(B * O, BLOCK * ept),), (BLOCK,), (z, b, np.int32(B), np.int32(O)))
 
 
 # -- delta.cu ------------------------------------------------------------------------------------
 
 def sigmoid_delta(ks: KernelSet, g, a, delta, *, naive: bool = False) -> None:
-    """delta = g ⊙ a ⊙ (1 − a), elementwise; g, a, delta of one shape; delta may be g (in place)."""
+    """delta = g ⊙ a ⊙ (1 − a), elementwise; g, a, delta of one shape; delta may be g or a (in place)."""
     k = "sigmoid_delta"
     dtype = _dtype_of(k, g=g, a=a, delta=delta)
     _check_shape(k, "g", g, a.shape, "the shape of a")
@@ -218,8 +254,9 @@ def sigmoid_delta(ks: KernelSet, g, a, delta, *, naive: bool = False) -> None:
     n = int(a.size)
     if n == 0:
         return
+    _check_aliasing(k, ("delta",), {"delta": ("g", "a")}, g=g, a=a, delta=delta)
     ept = 1 if naive else ks.param("delta", "EPT")
-    _check_sizes(k, n=n)
+    _check_sizes(k, BLOCK * ept, n=n)
     _launch(ks, k, naive, dtype, (ceil_div(n, BLOCK * ept),), (BLOCK,), (g, a, delta, np.int32(n)))
 
 
@@ -233,7 +270,7 @@ def output_delta_kernels() -> tuple[str, ...]:
 def output_delta(ks: KernelSet, kernel: str, a, y, delta, loss=None, *, naive: bool = False) -> None:
     """delta = δ_L(a, y) of the cost whose kernel is ``kernel`` ("output_delta_mse": (a − y) a (1 − a);
     "output_delta_ce": a − y) and, if ``loss`` is given, loss[r] = the per-sample cost;
-    a, y, delta: B×O, loss: B."""
+    a, y, delta: B×O, loss: B.  delta may be a or y (in place); loss shares memory with nothing."""
     k = "output_delta"
     if kernel not in output_delta_kernels():
         raise ValueError(f"{k}: kernel must be one of {', '.join(map(repr, output_delta_kernels()))} "
@@ -245,7 +282,9 @@ def output_delta(ks: KernelSet, kernel: str, a, y, delta, loss=None, *, naive: b
     _check_shape(k, "loss", loss, (B,), "one loss per row of a")
     if B == 0:
         return
-    _check_sizes(k, **{"B*O": B * O})
+    _check_aliasing(k, ("delta", "loss"), {"delta": ("a", "y")}, a=a, y=y, delta=delta, loss=loss)
+    _check_sizes(k, 0, **{"B*O": B * O})
+    _check_sizes(k, BLOCK, B=B)            # the naive kernel's row index, before its bounds test
     args = (a, y, delta, loss, np.int32(B), np.int32(O))
     if naive:
         grid, block = (ceil_div(B, BLOCK),), (BLOCK,)
@@ -265,7 +304,7 @@ def _weight_grad_shapes(k: str, a_prev, delta, W, W_name: str, b, b_name: str) -
                          f"must cover the same batch")
     _check_shape(k, W_name, W, (I, O), "(I, O): inputs of a_prev by outputs of delta")
     _check_shape(k, b_name, b, (O,), "one bias per column of delta")
-    _check_sizes(k, **{"B*I": B * I, "B*O": B * O, "I*O": I * O})
+    _check_sizes(k, 0, **{"B*I": B * I, "B*O": B * O, "I*O": I * O})
     return B, I, O
 
 
@@ -280,6 +319,8 @@ def _weight_grad_grid(ks: KernelSet, k: str, naive: bool, I: int, O: int) -> tup
         grid, block = (ceil_div(O, tile), max(1, ceil_div(I, tile))), (edge, edge)
     if grid[1] > GRID_Y_MAX:
         raise ValueError(f"{k}: I = {I} inputs needs {grid[1]} blocks along grid.y, more than {GRID_Y_MAX}")
+    overshoot = max(block[0], block[1]) if naive else ks.param("weight_grad", "TILE")
+    _check_sizes(k, overshoot, I=I, O=O)    # a block's row/column index, before its bounds test
     return grid, block
 
 
@@ -292,6 +333,7 @@ def weight_grad(ks: KernelSet, a_prev, delta, dW, db=None, *, scale=1.0, naive: 
     scale = _scalar(k, "scale", scale, dtype)
     if O == 0:
         return
+    _check_aliasing(k, ("dW", "db"), {}, a_prev=a_prev, delta=delta, dW=dW, db=db)
     grid, block = _weight_grad_grid(ks, k, naive, I, O)
     _launch(ks, k, naive, dtype, grid, block, (a_prev, delta, dW, db, np.int32(B), np.int32(I), np.int32(O), scale))
 
@@ -320,6 +362,7 @@ def weight_grad_sgd(ks: KernelSet, a_prev, delta, W, b, vW=None, vb=None, *, sca
                          f"(zeros of W's and b's shapes before the first step)")
     if O == 0:
         return
+    _check_aliasing(k, ("W", "b", "vW", "vb"), {}, a_prev=a_prev, delta=delta, W=W, b=b, vW=vW, vb=vb)
     grid, block = _weight_grad_grid(ks, k, naive, I, O)
     _launch(ks, k, naive, dtype, grid, block,
             (a_prev, delta, W, b, vW, vb, np.int32(B), np.int32(I), np.int32(O), *scalars))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -46,19 +47,27 @@ class CompileError(RuntimeError):
 
 
 def library_path() -> Path:
-    """Where ``libnvrtc.so.13`` (Linux) / ``nvrtc64_*.dll`` (Windows) of the pip wheel lies."""
+    """Where ``libnvrtc.so.13`` (Linux) / ``nvrtc64_*.dll`` (Windows) lies: the pip wheel's first
+    (``nvidia/cu13/lib``, ``nvidia/cuda_nvrtc/lib``), else a CUDA toolkit's (``$CUDA_HOME``,
+    ``$CUDA_PATH``, ``/usr/local/cuda``: what a GPU machine without the wheel has)."""
+    patterns = ("libnvrtc.so.*", "nvrtc64_*.dll")
+    searched = []
     try:
         import nvidia
+        roots = [(root, "*/*/") for root in map(Path, nvidia.__path__)]
     except ImportError:
-        raise NvrtcUnavailable(f"NVRTC not found: the 'nvidia' package is not installed; {_INSTALL_HINT}") from None
-    patterns = ("libnvrtc.so.*", "nvrtc64_*.dll")
-    for root in map(Path, nvidia.__path__):
+        roots = []
+    for toolkit in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if toolkit:
+            roots += [(Path(toolkit) / "lib64", ""), (Path(toolkit) / "bin", "")]
+    for root, prefix in roots:
+        searched.append(str(root))
         for pattern in patterns:
             # cu13/lib/libnvrtc.so.13 (CUDA 13 wheels), cuda_nvrtc/lib/libnvrtc.so.12 (CUDA 12 wheels)
-            hits = list(root.glob(f"*/*/{pattern}"))
+            hits = [p for p in root.glob(f"{prefix}{pattern}") if "builtins" not in p.name]
             if hits:
-                return max(hits, key=lambda p: p.name)  # the newest major version if several are installed
-    raise NvrtcUnavailable(f"NVRTC not found under {list(nvidia.__path__)}; {_INSTALL_HINT}")
+                return max(hits, key=lambda p: (p.name.count("."), p.name))  # the newest major if several
+    raise NvrtcUnavailable(f"NVRTC not found (searched {', '.join(searched) or 'no folder'}); {_INSTALL_HINT}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -221,12 +230,12 @@ BUDGET_RATIONALE = (
     "as their __launch_bounds__ say: 4 blocks of 256 threads per SM (≤ 64 registers, f32), 3 blocks (≤ 80, f64).")
 
 
-def _budgets() -> dict[str, Budget]:
-    """Kernel name -> Budget, from each launcher's record (``launchers.SPECS``); the reasoning is
-    BUDGET_RATIONALE and the record's budget functions."""
+def _budgets(defines: tuple = ()) -> dict[str, Budget]:
+    """Kernel name -> Budget at the given tunables (default: the sources' defaults), from each
+    launcher's record (``launchers.SPECS``); the reasoning is BUDGET_RATIONALE and the records."""
     out = {}
     for spec in launchers.SPECS.values():
-        tunables = sources.defaults(spec.family)
+        tunables = {**sources.defaults(spec.family), **dict(defines)}
         for dt, size in (("f32", 4), ("f64", 8)):
             fast, naive = spec.budgets(tunables, size)
             for kernel in spec.kernels:
@@ -238,17 +247,56 @@ def _budgets() -> dict[str, Budget]:
 BUDGETS: dict[str, Budget] = _budgets()
 
 
-def budget_violations(arch: str) -> list[str]:
-    """Every way the kernels, compiled for ``arch`` with the default tunables, break their budgets
-    (spills, stack, occupancy below the budget's, shared memory over it); [] when none does."""
-    measured = resources(arch)
+_ERROR_LINE = re.compile(r"error: (.*)")
+
+
+def tunable_problems(defines, arch: str = "sm_80") -> list[str] | None:
+    """Why a set of tunables must be refused on every device: a family that does not compile with them
+    (its static_asserts state CUDA's limits: threads per block, 48 KiB of static shared memory), or a
+    kernel that spills registers to local memory.  [] when none; None when NVRTC is not installed
+    (then only a compile on the device itself can refuse them, and spills go unseen)."""
+    if not available()[0]:
+        return None
+    return list(_tunable_problems(sources.normalize_defines(defines), arch))
+
+
+@functools.lru_cache(maxsize=None)
+def _tunable_problems(defines: tuple, arch: str) -> tuple[str, ...]:
+    names = {name for name, _ in defines}
+    problems = []
+    for family in sources.families():
+        if not names & set(sources.defaults(family)):
+            continue                       # these tunables do not touch this family
+        try:
+            compiled = compile_family(family, arch, dict(defines))
+        except CompileError as e:
+            errors = _ERROR_LINE.findall(str(e))
+            problems.append(f"{family}.cu does not compile with them ({'; '.join(errors) or str(e).splitlines()[0]})")
+            continue
+        for kernel, r in compiled.resources.items():
+            if r.spill_stores or r.spill_loads:
+                problems.append(f"{kernel} spills {r.spill_stores + r.spill_loads} bytes of registers to local "
+                                f"memory on {arch} ({r.registers} registers)")
+    return tuple(problems)
+
+
+def budget_violations(arch: str, defines=None) -> list[str]:
+    """Every way the kernels, compiled for ``arch`` (with ``defines``, else the default tunables), break
+    their budgets (spills, stack, occupancy below the budget's, shared memory over it); [] when none does."""
+    if defines:
+        measured = {}
+        for family in sources.families():
+            measured.update(compile_family(family, arch, defines).resources)
+        budgets = _budgets(sources.normalize_defines(defines))
+    else:
+        measured, budgets = resources(arch), BUDGETS
     names = [k for fam in sources.families() for k in sources.kernel_names(fam)]
-    over = [f"{name}: no budget in launchers.SPECS" for name in names if name not in BUDGETS]
+    over = [f"{name}: no budget in launchers.SPECS" for name in names if name not in budgets]
     over += [f"{name}: no ptxas report" for name in names if name not in measured]
     for name in names:
-        if name not in BUDGETS or name not in measured:
+        if name not in budgets or name not in measured:
             continue
-        r, budget = measured[name], BUDGETS[name]
+        r, budget = measured[name], budgets[name]
         if (r.spill_stores, r.spill_loads, r.stack) != (0, 0, 0):
             over.append(f"{name}: {r.spill_stores} B spill stores, {r.spill_loads} B spill loads, {r.stack} B stack")
         occ, occ_budget = (occupancy(arch, budget.threads, regs, budget.smem)
