@@ -147,7 +147,7 @@ class MLP:
     # -- public API ----------------------------------------------------------
     def forward(self, X):
         """Output activations a_L for a batch X (n × sizes[0]), as an array of the backend."""
-        X = check_X(X, self.sizes[0])
+        X = check_X(X, self.sizes[0], dtype=self.dtype)
         out = self.backend.empty((len(X), self.sizes[-1]), self.dtype)
         for start, stop, ws in self._chunks(X):
             out[start:stop] = self._feedforward(ws)
@@ -186,7 +186,7 @@ class MLP:
         """(X, Y): the inputs and, if ``y`` is given, the targets (labels one-hot encoded,
         B × sizes[-1]), checked once and copied to the model's device in its dtype, for
         :meth:`stepper`.  Y is None without ``y``."""
-        X = check_X(X, self.sizes[0], names[0])
+        X = check_X(X, self.sizes[0], names[0], dtype=self.dtype)
         Y = None if y is None else check_targets(y, len(X), self.sizes[-1], self.dtype, names[1])
         bk = self.backend
         return bk.asarray(X, self.dtype), (None if Y is None else bk.asarray(Y, self.dtype))
@@ -280,6 +280,7 @@ class MLP:
                     if draw:
                         bar.draw(f"epoch {epoch}/{epochs} loss {total / rows[:k + 1].sum():.4f}")
             hist.loss.append(self._read_losses(losses, rows, steps, epoch, steps, step.eta) / n)
+            self._check_parameters(epoch, step.eta)   # the last step's update has no loss after it
             if test is not None:
                 ev = self._evaluate_on(*test)
                 hist.test_loss.append(ev["loss"])
@@ -303,6 +304,17 @@ class MLP:
                 f"lower the learning rate (lr={eta:g}) or check the data for extreme values")
         return float(got @ rows[:k])
 
+    def _check_parameters(self, epoch, eta):
+        """Raise TrainingDiverged if a weight or bias is NaN or infinite (one reduction per array)."""
+        xp = self.backend.xp
+        for kind, params in (("W", self.W), ("b", self.b)):
+            for l in range(1, self.L + 1):
+                if not bool(xp.isfinite(params[l]).all()):
+                    raise TrainingDiverged(
+                        f"{kind}{l} became NaN or infinite in epoch {epoch} while its step losses stayed finite "
+                        f"(a last update, or saturated units that hide it); lower the learning rate (lr={eta:g}) "
+                        f"or check the data for extreme values")
+
     def _chunks(self, X, Y=None, chunk=1024):
         """(start, stop, workspace) for each chunk of rows, the rows of X (and Y) loaded into it
         (X, Y: checked arrays, on the host or the device)."""
@@ -325,7 +337,7 @@ class MLP:
 
     def evaluate(self, X, y) -> dict:
         """{"loss": mean per-sample cost, "accuracy": fraction of correct labels, "n": samples}."""
-        X = check_X(X, self.sizes[0])
+        X = check_X(X, self.sizes[0], dtype=self.dtype)
         Y = check_targets(y, len(X), self.sizes[-1], self.dtype)
         return self._evaluate_on(X, Y, self._labels(Y))
 

@@ -38,6 +38,7 @@ class ArrayBackend:
         self.xp = xp
         self._scratch_arrays = {}
         self._constants = {}
+        self._clip = xp.clip
 
     def __repr__(self):
         return f"<gpubp backend {self.name!r}>"
@@ -103,14 +104,20 @@ class ArrayBackend:
         self.xp.matmul(a, b, out=out)
 
     def bias_sigmoid(self, z, b):
-        """z ← σ(z + b) in place, with σ(x) = ½ tanh(x / 2) + ½ (equal to
-        1 / (1 + e^−x) and free of overflow for large |x|)."""
-        xp, half = self.xp, self._c(0.5, z.dtype)
-        xp.add(z, b, out=z)
-        z *= half
-        xp.tanh(z, out=z)
-        z *= half
-        z += half
+        """z ← σ(z + b) in place, σ(x) = 1 / (1 + e^−x): accurate in relative terms in both tails
+        (½ tanh(x/2) + ½, one pass cheaper, gives exactly 0 for x ≲ −17 in float32, where σ is
+        4e-8, and so a wrong δ through saturated units).  −x is clamped to ±log(1/tiny) (87 in
+        float32, 708 in float64), so e^−x neither overflows nor underflows and σ stays a normal
+        number (beyond the clamp σ is below the smallest normal float anyway); NaN passes through."""
+        xp, one = self.xp, self._c(1.0, z.dtype)
+        neg_b = self._scratch(b.shape, b.dtype, "neg_b")
+        bound = float(np.floor(-np.log(np.finfo(z.dtype).tiny)))
+        xp.negative(b, out=neg_b)
+        xp.subtract(neg_b, z, out=z)                        # −x = −(z + b)
+        self._clip(z, self._c(-bound, z.dtype), self._c(bound, z.dtype), out=z)
+        xp.exp(z, out=z)                                    # e^−x
+        z += one
+        xp.divide(one, z, out=z)                            # 1 / (1 + e^−x)
 
     # -- backward ------------------------------------------------------------
     def check_cost(self, cost) -> None:
@@ -191,6 +198,9 @@ class NumpyBackend(ArrayBackend):
 
     def __init__(self):
         super().__init__(np)
+        # the clip ufunc itself: np.clip's Python wrapper costs ~1 µs a call, and np.minimum with a
+        # scalar is 4x slower than clip at 512×1024 (NumPy 2.4)
+        self._clip = getattr(getattr(np, "_core", None) or np.core, "umath").clip
 
     def take_rows(self, X, idx, out):
         """out = X[idx].  ``mode="clip"`` because NumPy's default (``"raise"``)

@@ -52,6 +52,10 @@ def save(model, path) -> None:
         if model.vW is not None:
             arrays[f"vW{l}"] = to_numpy(model.vW[l])
             arrays[f"vb{l}"] = to_numpy(model.vb[l])
+    for key, arr in arrays.items():
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise InputError(f"the model's {key} contains NaN/Inf, so it is not saved to {path} (it could not be "
+                             f"loaded back): the training diverged; retrain with a lower learning rate")
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".gpubp-", suffix=".npz.tmp", dir=folder)
     try:

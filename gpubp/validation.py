@@ -26,8 +26,9 @@ def check_sizes(sizes) -> list[int]:
     return [int(n) for n in sizes]
 
 
-def check_X(X, n_features: int, name: str = "X") -> np.ndarray:
-    """A 2-D finite numeric NumPy array with ``n_features`` columns (not yet cast)."""
+def check_X(X, n_features: int, name: str = "X", dtype=None) -> np.ndarray:
+    """A 2-D finite numeric NumPy array with ``n_features`` columns (not yet cast), whose values
+    fit ``dtype`` (the model's) when it is given."""
     if hasattr(X, "get") and not isinstance(X, np.ndarray):  # a CuPy array: check on the host
         X = X.get()
     X = np.asarray(X)
@@ -51,6 +52,14 @@ def check_X(X, n_features: int, name: str = "X") -> np.ndarray:
             r, c = (int(i) for i in np.argwhere(bad)[0])
             raise InputError(f"{name} contains {int(bad.sum())} NaN/Inf value(s), the first at row {r}, column {c} "
                              f"({X[r, c]}); remove or impute them before training")
+        if dtype is not None and X.dtype.itemsize > np.dtype(dtype).itemsize:
+            largest = float(np.finfo(dtype).max)
+            over = np.abs(X) > largest
+            if over.any():
+                r, c = (int(i) for i in np.argwhere(over)[0])
+                raise InputError(f"{name}[{r}, {c}] = {X[r, c]:g} overflows {np.dtype(dtype).name} (largest "
+                                 f"{largest:.4g}; {int(over.sum())} value(s) do): scale the data, e.g. standardise "
+                                 f"each column, or build the MLP with dtype=np.float64")
     return X
 
 

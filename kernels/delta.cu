@@ -12,6 +12,7 @@
  *                         loss[r]     = ½ Σ_c (a − y)²
  *     output_delta_ce:    delta[r, c] = a − y               (sigmoid + cross-entropy: σ' cancels)
  *                         loss[r]     = −Σ_c [y ln max(a, ε) + (1 − y) ln max(1 − a, ε)]
+ *                         (the max keeps a NaN a: a diverged run gives a NaN loss, as in NumPy)
  *                         ε = 1e-7 (float), 1e-12 (double): gpubp.reference.CE_EPS
  *   delta is the per-sample error: the 1/B of a batch mean is applied where BP3/BP4 sum
  *   over the batch (weight_grad.cu's scale).  loss is per sample; it may be NULL (then it
@@ -67,11 +68,12 @@ static_assert(ROW_THREADS * ROWS_PER_BLOCK * sizeof(double) <= 48 * 1024,
               "the fast output_delta's partial sums must fit CUDA's 48 KiB of static shared memory per block");
 static_assert(EPT >= 1 && EPT <= 64, "EPT (elements per thread) must be in 1 .. 64");
 
-// log / max for each T, spelled out so that no overload resolution is left to the compiler.
+// log for each T, spelled out so that no overload resolution is left to the compiler.
 __device__ inline float log_t(float x) { return logf(x); }
 __device__ inline double log_t(double x) { return log(x); }
-__device__ inline float max_t(float x, float y) { return fmaxf(x, y); }
-__device__ inline double max_t(double x, double y) { return fmax(x, y); }
+// max(x, lo) that keeps a NaN x: fmax(NaN, lo) is lo, which would turn a NaN activation into a
+// finite loss and hide a diverged training run (the comparison is false for NaN, so x is returned).
+template <typename T> __device__ inline T at_least(T x, T lo) { return x < lo ? lo : x; }
 
 template <typename T> __device__ inline T ce_eps();
 template <> __device__ inline float ce_eps<float>() { return 1e-7f; }
@@ -85,7 +87,7 @@ struct Mse {
 struct CrossEntropy {
     template <typename T> __device__ static T delta(T a, T y) { return a - y; }
     template <typename T> __device__ static T loss(T a, T y) {
-        return -(y * log_t(max_t(a, ce_eps<T>())) + (T(1) - y) * log_t(max_t(T(1) - a, ce_eps<T>())));
+        return -(y * log_t(at_least(a, ce_eps<T>())) + (T(1) - y) * log_t(at_least(T(1) - a, ce_eps<T>())));
     }
 };
 

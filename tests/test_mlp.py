@@ -36,9 +36,19 @@ def test_sigmoid_saturates_without_overflow():
     net = MLP([1, 1], backend="numpy", dtype=np.float32, seed=0)
     net.W[1][...] = 1.0
     net.b[1][...] = 0.0
-    with np.errstate(all="raise"):  # tanh form: no overflow warning for huge |z|
+    with np.errstate(all="raise"):  # no overflow (nor underflow) for huge |z|
         a = net.forward(np.array([[-1e4], [0.0], [1e4]]))
-    np.testing.assert_array_equal(a[:, 0], [0.0, 0.5, 1.0])
+    assert 0 < a[0, 0] < 2e-38 and a[1, 0] == 0.5 and a[2, 0] == 1.0
+
+
+def test_sigmoid_is_accurate_in_the_saturated_tail():
+    """σ(−20) = 2.06e-9: the tanh form gave exactly 0 in float32 for z below about −17."""
+    net = MLP([1, 1], backend="numpy", dtype=np.float32, seed=0)
+    net.W[1][...], net.b[1][...] = 1.0, 0.0
+    z = np.array([[-20.0], [-30.0], [-80.0], [5.0]])
+    a = net.forward(z)[:, 0].astype(np.float64)
+    exact = 1 / (1 + np.exp(-z[:, 0]))
+    np.testing.assert_allclose(a, exact, rtol=1e-6)
 
 
 # -- backward is right -------------------------------------------------------------
