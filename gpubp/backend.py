@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from .device import cuda_status
 from .numpy_backend import NumpyBackend
+from .validation import InputError
 
 BACKENDS = ("auto", "numpy", "emulated", "cupy")
 
@@ -24,21 +25,29 @@ def get_backend(name="auto", **options):
     """
     if not isinstance(name, str) and hasattr(name, "matmul"):
         return name, f"backend object {name!r}"
+    if options:
+        from .cuda.backend import OPTIONS          # the kernel backends' options, valid under "auto" too
+        unknown = sorted(set(options) - set(OPTIONS))
+        if unknown:
+            raise InputError(f"unknown backend option(s) {', '.join(map(repr, unknown))}; the options (of the "
+                             f"kernel backends) are {', '.join(sorted(OPTIONS))}")
     if name == "cuda":
         name = "cupy"
     if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+        raise InputError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
     if name == "auto":
         ok, why = cuda_status()
         if ok:
             name, reason = "cupy", f"auto: picked cupy ({why})"
         else:
-            return NumpyBackend(), f"auto: picked numpy ({why})"
+            ignored = f"; backend_options {sorted(options)} ignored: the numpy backend has none" if options else ""
+            return NumpyBackend(), f"auto: picked numpy ({why}){ignored}"
     else:
         reason = f"{name} (requested)"
     if name == "numpy":
         if options:
-            raise TypeError(f"the numpy backend takes no options, got {sorted(options)}")
+            raise InputError(f"the numpy backend takes no backend_options, got {sorted(options)}; they are for "
+                             f"backend='emulated' or 'cupy'")
         return NumpyBackend(), reason
     from .cuda.backend import KernelBackend     # lazily: the kernel machinery loads only when asked for
     return KernelBackend.create(name, **options), reason

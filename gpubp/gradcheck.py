@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .mlp import MLP
+from .validation import InputError, check_positive
 
 
 @dataclass
@@ -99,8 +100,12 @@ def gradcheck(sizes=(3, 4, 2), loss="mse", batch=5, seed=0, backend="numpy", h=1
     >>> gradcheck([3, 4, 2], loss="cross_entropy").passed
     True
     """
-    rng = np.random.default_rng(seed)
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise InputError(f"batch must be a positive integer (samples in the checked batch), got {batch!r}")
+    check_positive("h", h)
+    check_positive("tol", tol)
     model = MLP(sizes, loss=loss, backend=backend, dtype=np.float64, seed=seed)
+    rng = np.random.default_rng(seed)
     X = rng.standard_normal((batch, model.sizes[0]))
     if model.sizes[-1] == 1:
         y = rng.integers(0, 2, batch)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,7 +32,8 @@ from . import persistence
 from .backend import get_backend
 from .costs import get_cost
 from .progress import Progress
-from .validation import (InputError, check_dtype, check_positive, check_sizes, check_targets, check_X)
+from .validation import (InputError, check_dtype, check_positive, check_seed, check_sizes, check_targets,
+                         check_X)
 
 class TrainingDiverged(FloatingPointError):
     """The training loss became NaN or infinite."""
@@ -84,11 +86,14 @@ class MLP:
         self.sizes = check_sizes(sizes)
         self.cost = get_cost(loss)
         self.dtype = check_dtype(dtype)
+        if backend_options is not None and not isinstance(backend_options, Mapping):
+            raise InputError(f"backend_options must be a dict like {{'naive': True}}, got "
+                             f"{type(backend_options).__name__}")
         self.backend, self.backend_reason = get_backend(backend, **(backend_options or {}))
         self.backend.check_cost(self.cost)
         if verbose:
             print(f"gpubp: backend {self.backend_reason}", file=sys.stderr)
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(check_seed(seed))
         if init not in ("scaled", "normal"):
             raise InputError(f"init must be 'scaled' or 'normal', not {init!r}")
         self.init = init
@@ -240,6 +245,9 @@ class MLP:
         X, Y = self.to_device(X, y)
         test = None
         if test_data is not None:        # checked and uploaded once, evaluated after every epoch
+            if isinstance(test_data, (str, bytes, dict)) or not hasattr(test_data, "__len__") or len(test_data) != 2:
+                raise InputError(f"test_data must be a pair (X_test, y_test), got {type(test_data).__name__}"
+                                 + (f" of {len(test_data)}" if hasattr(test_data, "__len__") else ""))
             X_test, y_test = test_data
             Xt, Yt = self.to_device(X_test, y_test, names=("X_test", "y_test"))
             test = (Xt, Yt, self._labels(self.backend.to_numpy(Yt)))

@@ -4,12 +4,46 @@ deep inside a step)."""
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 
 
 class InputError(ValueError):
     """Bad input to gpubp: the message says what is wrong and how to fix it."""
+
+
+#: NumPy < 1.24 warned (and built an object array) where NumPy 2 raises ValueError for ragged lists
+_RaggedWarning = getattr(getattr(np, "exceptions", np), "VisibleDeprecationWarning")
+
+
+def as_host_array(x, name: str) -> np.ndarray:
+    """A NumPy array of ``x``: a NumPy array as it is, a CuPy array copied to the host, a pandas
+    DataFrame or Series through ``to_numpy()``, a list through ``np.asarray`` (ragged lists refused)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if type(x).__module__.split(".")[0] == "cupy":        # checked on the host
+        return x.get()
+    if hasattr(x, "to_numpy") and callable(x.to_numpy):  # pandas, polars, xarray, …
+        x = x.to_numpy()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", _RaggedWarning)
+            return np.asarray(x)
+    except (ValueError, _RaggedWarning):
+        raise InputError(f"{name} is ragged (its rows have different lengths) or mixes numbers and sequences; "
+                         f"pass a rectangular array, e.g. np.array({name}) of one shape") from None
+    except TypeError as e:
+        raise InputError(f"{name} cannot be read as an array ({e}); pass a NumPy array") from None
+
+
+def check_seed(seed):
+    """None, or an int in [0, 2^63): what np.random.default_rng takes, without its TypeError."""
+    if seed is None or isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise InputError(f"seed must be a non-negative integer or None, got {seed!r}")
+    return int(seed)
 
 
 def check_sizes(sizes) -> list[int]:
@@ -29,9 +63,7 @@ def check_sizes(sizes) -> list[int]:
 def check_X(X, n_features: int, name: str = "X", dtype=None) -> np.ndarray:
     """A 2-D finite numeric NumPy array with ``n_features`` columns (not yet cast), whose values
     fit ``dtype`` (the model's) when it is given."""
-    if hasattr(X, "get") and not isinstance(X, np.ndarray):  # a CuPy array: check on the host
-        X = X.get()
-    X = np.asarray(X)
+    X = as_host_array(X, name)
     if X.dtype.kind not in "biuf":
         raise InputError(f"{name} has dtype {X.dtype}, which is not numeric; pass numbers, "
                          f"e.g. {name}.astype(np.float32)")
@@ -72,9 +104,7 @@ def check_targets(y, n_samples: int, n_out: int, dtype, name: str = "y") -> np.n
     (``"y_test"`` for the test labels, whose samples are ``X_test``).
     """
     x_name = "X" + name[1:] if name.startswith("y") else "X"
-    if hasattr(y, "get") and not isinstance(y, np.ndarray):
-        y = y.get()
-    y = np.asarray(y)
+    y = as_host_array(y, name)
     if y.dtype.kind not in "biuf":
         raise InputError(f"{name} has dtype {y.dtype}, which is not numeric; pass integer class labels "
                          f"or float targets")
@@ -114,7 +144,11 @@ def check_targets(y, n_samples: int, n_out: int, dtype, name: str = "y") -> np.n
 
 
 def check_dtype(dtype) -> np.dtype:
-    dt = np.dtype(dtype)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise InputError(f"dtype {dtype!r} is not a NumPy dtype; use np.float32 (default, fast) or np.float64 "
+                         f"(for gradient checks)") from None
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise InputError(f"dtype {dt} is not supported; use float32 (default, fast) or float64 (for gradient checks)")
     return dt

@@ -102,8 +102,8 @@ def test_cuda_graph_is_refused_while_the_step_gemms_are_cublas():
 
 def test_unknown_or_mistyped_backend_options_are_refused():
     from gpubp import InputError
-    with pytest.raises(InputError, match=r"unknown backend option\(s\) 'fused' for the emulated backend; the options "
-                                         r"are cublas_weight_grad, cuda_graph, defines, fused_update, naive"):
+    with pytest.raises(InputError, match=r"unknown backend option\(s\) 'fused'; the options \(of the kernel "
+                                         r"backends\) are cublas_weight_grad, cuda_graph, defines, fused_update, naive"):
         MLP([2, 2], backend="emulated", backend_options={"fused": True})
     with pytest.raises(InputError, match="backend option naive must be True or False, got 'yes'"):
         MLP([2, 2], backend="emulated", backend_options={"naive": "yes"})

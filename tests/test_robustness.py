@@ -66,3 +66,65 @@ def test_inputs_that_overflow_the_model_dtype_are_named():
         with pytest.raises(InputError, match=message):
             call()
     assert np.isfinite(MLP([3, 2], backend="numpy", dtype=np.float64, seed=0).forward(X)).all()
+
+
+# -- unclear errors: arguments -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(dtype="flaot32"), r"dtype 'flaot32' is not a NumPy dtype; use np.float32"),
+    (dict(seed=-1), r"seed must be a non-negative integer or None, got -1"),
+    (dict(seed="abc"), r"seed must be a non-negative integer or None, got 'abc'"),
+    (dict(backend="auto", backend_options={"naiv": True}), r"unknown backend option\(s\) 'naiv'; the options .* naive"),
+    (dict(backend="numpy", backend_options={"naive": True}), r"the numpy backend takes no backend_options"),
+    (dict(backend="emulated", backend_options=[("naive", True)]), r"backend_options must be a dict"),
+    (dict(backend="tpu"), r"unknown backend 'tpu'; choose one of auto, numpy, emulated, cupy"),
+])
+def test_bad_constructor_arguments(kwargs, message):
+    kwargs.setdefault("backend", "numpy")
+    with pytest.raises(InputError, match=message):
+        MLP([3, 2], **kwargs)
+
+
+def test_auto_says_it_ignored_kernel_options_on_numpy():
+    from gpubp.device import cuda_status
+    if cuda_status()[0]:
+        pytest.skip("a CUDA device is present: auto picks cupy")
+    net = MLP([3, 2], backend="auto", backend_options={"naive": True})
+    assert net.backend.name == "numpy" and "backend_options ['naive'] ignored" in net.backend_reason
+
+
+def test_gradcheck_batch_must_be_positive():
+    from gpubp import gradcheck
+    with pytest.raises(InputError, match="batch must be a positive integer .* got 0"):
+        gradcheck([3, 2], batch=0)
+
+
+def test_pandas_inputs_just_work():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.random((12, 3)), columns=list("abc"))
+    y = pd.Series(rng.integers(0, 2, 12))
+    a, b = MLP([3, 2], backend="numpy", seed=0), MLP([3, 2], backend="numpy", seed=0)
+    a.fit(X, y, epochs=2, batch_size=4, lr=0.5, progress=False, test_data=(X, y))
+    b.fit(X.to_numpy(), y.to_numpy(), epochs=2, batch_size=4, lr=0.5, progress=False)
+    np.testing.assert_array_equal(a.weights[0], b.weights[0])
+    assert a.evaluate(X, y) == b.evaluate(X.to_numpy(), y.to_numpy())
+
+
+def test_ragged_lists_are_named():
+    net = MLP([3, 2], backend="numpy", seed=0)
+    with pytest.raises(InputError, match=r"X is ragged \(its rows have different lengths\)"):
+        net.forward([[1, 2, 3], [1, 2]])
+    with pytest.raises(InputError, match=r"y is ragged"):
+        net.fit([[1, 2, 3], [4, 5, 6]], [[0, 1], [1]], progress=False)
+
+
+@pytest.mark.parametrize("test_data, message", [
+    ((np.zeros((4, 3)),), r"test_data must be a pair \(X_test, y_test\), got tuple of 1"),
+    ({"X": np.zeros((4, 3)), "y": np.zeros(4)}, r"test_data must be a pair \(X_test, y_test\), got dict"),
+    ((np.zeros((4, 3)), np.zeros(3, int)), r"y_test has 3 sample\(s\) .* but X_test has 4"),
+])
+def test_test_data_errors_name_the_test_data(test_data, message):
+    net = MLP([3, 2], backend="numpy", seed=0)
+    with pytest.raises(InputError, match=message):
+        net.fit(np.zeros((4, 3)), [0, 1, 0, 1], epochs=1, progress=False, test_data=test_data)
