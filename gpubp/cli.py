@@ -12,7 +12,9 @@ import argparse
 import os
 import platform
 import shutil
+import signal
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -31,14 +33,70 @@ def _int_list(text):
     try:
         values = [int(t) for t in text.replace(" ", "").split(",") if t]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 64,64,10, got {text!r}") from None
+        values = None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers like 64,64,10, got {text!r}")
     return values
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _save_uninterrupted(model, path):
+    """model.save(path) with Ctrl-C held off: a second Ctrl-C must not abort the save it asked for."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        model.save(path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _save_or_keep(model, path) -> bool:
+    """Save to ``path``; if that fails (a full disk, a folder gone), save to a fallback file in the
+    current folder, else the temp folder, and say where.  True if ``path`` was written."""
+    try:
+        _save_uninterrupted(model, path)
+        return True
+    except OSError as e:
+        failure = e
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for folder in (os.getcwd(), tempfile.gettempdir()):
+        fallback = os.path.join(folder, f"gpubp-unsaved-model-{stamp}-{os.getpid()}.npz")
+        try:
+            _save_uninterrupted(model, fallback)
+        except OSError:
+            continue
+        print(f"error: {failure}; the trained model is kept in {fallback} instead (move it where you meant it, "
+              f"or load it with MLP.load)", file=sys.stderr)
+        return False
+    print(f"error: {failure}, and no fallback file could be written in {os.getcwd()} or {tempfile.gettempdir()}: "
+          f"the trained model is lost", file=sys.stderr)
+    return False
 
 
 def _check_save_path(path):
     """Refuse a --save path that cannot be written before training, not after it."""
     from .validation import InputError
 
+    if not path:
+        raise InputError("--save needs a file name, e.g. --save model.npz; got ''")
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise InputError(f"--save {path} is a folder; give a file name, e.g. --save {os.path.join(path, 'model.npz')}")
@@ -48,15 +106,36 @@ def _check_save_path(path):
         raise InputError(f"--save {path}: the folder {folder} is not writable; choose another place")
 
 
+def _unwritable_folder(path) -> str | None:
+    """Why results cannot be written into folder ``path`` (checked before anything runs), or None."""
+    if not path:
+        return "give a folder name"
+    if os.path.exists(path) and not os.path.isdir(path):
+        return "it is a file, not a folder"
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        return f"cannot write there ({e.strerror or e})"
+    return None
+
+
 def cmd_train(args) -> int:
     from . import datasets
     from .mlp import MLP
 
-    if args.save:
+    if args.save is not None:
         _check_save_path(args.save)
     data = datasets.load(args.dataset, seed=args.seed)
     d = TRAIN_DEFAULTS.get(args.dataset, TRAIN_DEFAULTS[None])
     n_out = data.n_classes
+    if args.sizes is None and data.n_labels is not None and n_out > max(2 * data.n_labels, data.n_labels + 10):
+        print(f"error: the labels of {args.dataset} run to {n_out - 1} but only {data.n_labels} distinct classes "
+              f"appear, which would build a {n_out}-unit output layer; relabel them 0..{data.n_labels - 1} "
+              f"(np.unique(y, return_inverse=True)), or pass --sizes ending in {n_out} if that is meant",
+              file=sys.stderr)
+        return 2
     sizes = args.sizes or [data.n_features, *d["hidden"], n_out]
     if sizes[0] != data.n_features or sizes[-1] != n_out:
         print(f"error: --sizes {sizes} does not fit the data: it has {data.n_features} features and "
@@ -66,8 +145,8 @@ def cmd_train(args) -> int:
                 dtype=np.float64 if args.float64 else np.float32)
     print(f"gpubp {__version__}: {data.description}")
     print(f"network {sizes}, loss {model.cost.name}, backend {model.backend_reason}, {model.dtype.name}")
-    epochs = args.epochs or d["epochs"]
-    B = args.batch_size or d["batch_size"]
+    epochs = d["epochs"] if args.epochs is None else args.epochs
+    B = d["batch_size"] if args.batch_size is None else args.batch_size
     lr = args.lr if args.lr is not None else d["lr"]
     print(f"SGD: {epochs} epochs, batch {B}, lr {lr:g}, momentum {args.momentum:g}, weight decay {args.weight_decay:g}")
     t0 = time.perf_counter()
@@ -77,8 +156,8 @@ def cmd_train(args) -> int:
                   progress=not args.quiet)
     except KeyboardInterrupt:
         if args.save:                    # Ctrl-C keeps what was trained so far
-            model.save(args.save)
-            print(f"saved the model as trained so far to {args.save}", file=sys.stderr)
+            if _save_or_keep(model, args.save):
+                print(f"saved the model as trained so far to {args.save}", file=sys.stderr)
         raise
     seconds = time.perf_counter() - t0
     ev = model.evaluate(data.X_test, data.y_test)
@@ -86,7 +165,8 @@ def cmd_train(args) -> int:
     print(f"test accuracy {100 * ev['accuracy']:.2f}% ({ev['n']} samples), test loss {ev['loss']:.4f}; "
           f"trained in {seconds:.2f}s ({epochs * n_train / seconds:,.0f} samples/s)")
     if args.save:
-        model.save(args.save)
+        if not _save_or_keep(model, args.save):
+            return 1
         print(f"saved to {args.save}")
     return 0
 
@@ -143,8 +223,21 @@ def cmd_bench(args) -> int:
                   + (" (the emulated device is for correctness: it runs every CUDA thread as a fiber)"
                      if b == "emulated" else ""), file=sys.stderr)
             return 2
-    nets = bench.parse_sizes(args.sizes) if args.sizes else None
+    try:
+        nets = bench.parse_sizes(args.sizes) if args.sizes is not None else None
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     groups = [g for g in args.groups.split(",") if g]
+    unknown = sorted(set(groups) - set(bench.GROUPS)) if groups else ["(none)"]
+    if unknown:
+        print(f"error: --groups {args.groups!r}: unknown group(s) {', '.join(unknown)}; the groups are "
+              f"{','.join(bench.GROUPS)}", file=sys.stderr)
+        return 2
+    problem = _unwritable_folder(args.out)
+    if problem:
+        print(f"error: --out {args.out}: {problem}; nothing was timed", file=sys.stderr)
+        return 2
     print(f"gpubp {__version__} benchmark suite{' (quick)' if args.quick else ''}")
     print(f"GPU: {why}" if ok else f"GPU columns are empty: {why}")
     t0 = time.perf_counter()
@@ -174,6 +267,10 @@ def cmd_check(args) -> int:
     if unknown:
         print(f"error: unknown --part {', '.join(unknown)}; the parts are {', '.join(PARTS)}", file=sys.stderr)
         return 2
+    problem = _unwritable_folder(args.out)
+    if problem:
+        print(f"error: --out {args.out}: {problem}", file=sys.stderr)
+        return 2
     log = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
     result = run(args.gpu, args.out, parts=parts, log=log)
     if not args.quiet or not result["passed"]:
@@ -198,14 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", default="digits", help="digits (default), mnist5k, or a path to an .npz with X and y")
     t.add_argument("--sizes", type=_int_list, help="layer widths, e.g. 64,64,10 (default: per data set)")
     t.add_argument("--loss", choices=["mse", "cross_entropy"], help="cost (default: cross_entropy)")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
+    t.add_argument("--epochs", type=_positive_int)
+    t.add_argument("--batch-size", type=_positive_int)
     t.add_argument("--lr", type=float, help="learning rate η")
     t.add_argument("--momentum", type=float, default=0.0)
     t.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay λ")
     t.add_argument("--backend", default="auto", choices=["auto", "numpy", "emulated", "cupy"])
     t.add_argument("--float64", action="store_true", help="train in float64 (default float32)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--save", metavar="PATH", help="write the trained model to PATH (.npz)")
     t.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bar")
     t.set_defaults(func=cmd_train)
@@ -213,8 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("gradcheck", help="check backprop against central finite differences (float64)")
     g.add_argument("--sizes", type=_int_list, default=[3, 4, 2])
     g.add_argument("--loss", choices=["mse", "cross_entropy", "both"], default="both")
-    g.add_argument("--batch", type=int, default=5)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--batch", type=_positive_int, default=5)
+    g.add_argument("--seed", type=_seed, default=0)
     g.add_argument("--backend", default="numpy", choices=["numpy", "emulated"])
     g.set_defaults(func=cmd_gradcheck)
 

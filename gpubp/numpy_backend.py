@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .validation import host_available_bytes
+
 
 def to_numpy(x) -> np.ndarray:
     """A NumPy array of a NumPy or CuPy array (CuPy arrays copy to the host with ``.get()``)."""
@@ -50,6 +52,10 @@ class ArrayBackend:
 
     def to_numpy(self, x) -> np.ndarray:
         return to_numpy(x)
+
+    def available_bytes(self) -> int | None:
+        """Memory a new array can take on this backend's device (None if unknown)."""
+        return host_available_bytes()
 
     def empty(self, shape, dtype):
         return self.xp.empty(shape, dtype=dtype)

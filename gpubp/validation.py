@@ -163,3 +163,26 @@ def check_positive(name: str, value, allow_zero: bool = False) -> float:
         need = "≥ 0" if allow_zero else "> 0"
         raise InputError(f"{name} must be a finite number {need}, got {value!r}")
     return v
+
+
+def host_available_bytes() -> int | None:
+    """Memory a new allocation can take on this machine (Linux: MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import os
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(what: str, need: int, available: int | None, where: str) -> None:
+    """Refuse, before allocating, ``what`` needing ``need`` bytes where only ``available`` are free."""
+    if available is not None and need > available:
+        raise InputError(f"{what} needs {need / 2**30:.1f} GiB; {available / 2**30:.1f} GiB is available {where}: "
+                         f"use smaller layers, or a machine with more memory")

@@ -7,17 +7,29 @@ from .report import Report, fill_ratios, machine_info, row_line
 from .timing import gpu_peaks, run_cases
 
 
+GROUPS = ("step", "kernel", "e2e")
+
+
 def parse_sizes(text):
-    """'784,30,10:10;784,256,256,10:128' → [([784, 30, 10], 10), ...]"""
+    """'784,30,10:10;784,256,256,10:128' → [([784, 30, 10], 10), ...]; ValueError naming the bad part."""
+    form = "takes nets as 'w0,w1,...:batch' separated by ';', e.g. '784,30,10:10;784,256,256,10:128'"
     nets = []
     for part in text.split(";"):
         if not part.strip():
             continue
+        pieces = part.split(":")
         try:
-            sizes, B = part.split(":")
-            nets.append(([int(s) for s in sizes.split(",")], int(B)))
+            if len(pieces) != 2:
+                raise ValueError
+            sizes, B = [int(s) for s in pieces[0].split(",")], int(pieces[1])
         except ValueError:
-            raise ValueError(f"--sizes takes 'w0,w1,...:batch' separated by ';', e.g. '784,30,10:10'; got {part!r}") from None
+            raise ValueError(f"--sizes {form}; {part!r} is not one") from None
+        if len(sizes) < 2 or min(sizes) < 1 or B < 1:
+            raise ValueError(f"--sizes {form}; in {part!r} every width and the batch must be positive integers "
+                             f"and there must be at least 2 widths")
+        nets.append((sizes, B))
+    if not nets:
+        raise ValueError(f"--sizes {form}; got {text!r}, which names no net")
     return nets
 
 

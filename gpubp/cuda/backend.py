@@ -179,5 +179,10 @@ class CupyBackend(KernelBackend):
     def release_steps(self):
         self._graphs.clear()
 
+    def available_bytes(self):
+        """Free device memory, counting what CuPy's pool holds but does not use."""
+        free, _total = self.xp.cuda.runtime.memGetInfo()
+        return int(free) + int(self.xp.get_default_memory_pool().free_bytes())
+
     def synchronize(self):
         self.xp.cuda.get_current_stream().synchronize()
