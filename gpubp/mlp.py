@@ -141,8 +141,7 @@ class MLP:
         """z_l = a_{l−1} W_l + b_l,  a_l = σ(z_l);  every a_l is kept for the backward pass."""
         bk, a = self.backend, ws.a
         for l in range(1, self.L + 1):
-            bk.matmul(a[l - 1], self.W[l], out=a[l])   # a[l] = a_{l−1} W_l
-            bk.bias_sigmoid(a[l], self.b[l])           # a[l] = σ(a[l] + b_l)
+            bk.feedforward(a[l - 1], self.W[l], self.b[l], a[l])       # a_l = σ(a_{l−1} W_l + b_l)
         return a[self.L]
 
     def _backpropagate(self, ws, loss=None):
@@ -150,8 +149,7 @@ class MLP:
         bk, a, delta, L = self.backend, ws.a, ws.delta, self.L
         bk.output_delta(self.cost, a[L], ws.y, delta[L], loss)                          # BP1
         for l in range(L - 1, 0, -1):
-            bk.matmul(delta[l + 1], self.W[l + 1].T, out=delta[l])                     # δ_{l+1} W_{l+1}ᵀ
-            bk.sigmoid_delta(delta[l], a[l], delta[l])                                  # ⊙ a_l(1 − a_l)  (BP2)
+            bk.backprop(delta[l + 1], self.W[l + 1], a[l], delta[l])    # δ_l = (δ_{l+1} W_{l+1}ᵀ) ⊙ a_l(1 − a_l)  (BP2)
 
     # -- public API ----------------------------------------------------------
     def forward(self, X):

@@ -125,7 +125,17 @@ class ArrayBackend:
         z += one
         xp.divide(one, z, out=z)                            # 1 / (1 + e^−x)
 
+    def feedforward(self, a_prev, W, b, a):
+        """a = σ(a_prev W + b): the GEMM into a, then the bias and the sigmoid in place."""
+        self.matmul(a_prev, W, out=a)
+        self.bias_sigmoid(a, b)
+
     # -- backward ------------------------------------------------------------
+    def backprop(self, delta_next, W_next, a, delta):
+        """delta = (delta_next W_nextᵀ) ⊙ a ⊙ (1 − a) (BP2): the GEMM into delta, then σ' in place."""
+        self.matmul(delta_next, W_next.T, out=delta)
+        self.sigmoid_delta(delta, a, delta)
+
     def check_cost(self, cost) -> None:
         """Raise InputError if this backend cannot compute ``cost`` (every cost with ``fn``/``delta`` works here)."""
 

@@ -18,7 +18,8 @@ import numpy as np
 #: One definition, shared with the NumPy cost functions.
 from gpubp.costs import CE_EPS
 
-__all__ = ["CE_EPS", "sigmoid", "bias_sigmoid", "sigmoid_delta", "output_delta", "weight_grad", "weight_grad_sgd"]
+__all__ = ["CE_EPS", "sigmoid", "bias_sigmoid", "gemm_bias_sigmoid", "sigmoid_delta", "gemm_sigmoid_delta",
+           "output_delta", "weight_grad", "weight_grad_sgd"]
 
 
 def _f64(x):
@@ -36,6 +37,17 @@ def sigmoid(x):
 def bias_sigmoid(z, b):
     """z ← σ(z + b) in place; z: B×O, b: O."""
     z[...] = sigmoid(_f64(z) + _f64(b))
+
+
+def gemm_bias_sigmoid(a_prev, W, b, a):
+    """a = σ(a_prev W + b); a_prev: B×I, W: I×O, b: O, a: B×O."""
+    a[...] = sigmoid(_f64(a_prev) @ _f64(W) + _f64(b))
+
+
+def gemm_sigmoid_delta(delta_next, W_next, a, delta):
+    """delta = (delta_next W_nextᵀ) ⊙ a ⊙ (1 − a); delta_next: B×O, W_next: I×O, a, delta: B×I; delta may be a."""
+    a64 = _f64(a)
+    delta[...] = (_f64(delta_next) @ _f64(W_next).T) * a64 * (1 - a64)
 
 
 def sigmoid_delta(g, a, delta):

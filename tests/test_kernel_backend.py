@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gpubp import MLP
-from gpubp.check.fit import HYPER, OPTIONS, fit_parity
+from gpubp.check.fit import HYPER, OPTIONS, OWN_GEMM_NETS, fit_parity
 from gpubp.device import cuda_status
 from gpubp.testing import assert_close
 
@@ -92,23 +92,82 @@ def test_each_builtin_cost_names_a_kernel_of_delta_cu():
     assert sorted(c.kernel for c in COSTS.values()) == sorted(launchers.output_delta_kernels())
 
 
-def test_cuda_graph_is_refused_while_the_step_gemms_are_cublas():
-    """CuPy refuses cuBLAS inside a stream capture (cupy/cupy#6290), so a step with cuBLAS GEMMs cannot
-    be a graph: refused when the model is made, with the reason, before any device is asked for."""
-    with pytest.raises(ValueError, match=r"cuda_graph=True cannot capture a training step yet: CuPy refuses cuBLAS "
-                                         r"calls during CUDA stream capture .*cupy/cupy#6290"):
-        MLP([2, 2], backend="cupy", backend_options={"cuda_graph": True})
+def test_cuda_graph_is_refused_with_cublas_gemms():
+    """CuPy refuses cuBLAS inside a stream capture (cupy/cupy#6290): a graph needs gemm='own' (implied
+    by cuda_graph alone); cuBLAS asked for with it is refused when the model is made, before any device."""
+    for options in ({"cuda_graph": True, "gemm": "cublas"}, {"cuda_graph": True, "cublas_weight_grad": True}):
+        with pytest.raises(ValueError, match=r"cuda_graph=True cannot capture a step whose GEMMs are cuBLAS: CuPy "
+                                             r"refuses cuBLAS calls during CUDA stream capture .*cupy/cupy#6290"):
+            MLP([2, 2], backend="cupy", backend_options=options)
+    assert MLP([2, 2], backend="emulated", backend_options={"cuda_graph": True}).backend.gemm == "own"
 
 
 def test_unknown_or_mistyped_backend_options_are_refused():
     from gpubp import InputError
     with pytest.raises(InputError, match=r"unknown backend option\(s\) 'fused'; the options \(of the kernel "
-                                         r"backends\) are cublas_weight_grad, cuda_graph, defines, fused_update, naive"):
+                                         r"backends\) are cublas_weight_grad, cuda_graph, defines, fused_update, gemm, naive"):
         MLP([2, 2], backend="emulated", backend_options={"fused": True})
     with pytest.raises(InputError, match="backend option naive must be True or False, got 'yes'"):
         MLP([2, 2], backend="emulated", backend_options={"naive": "yes"})
 
 
-def test_cuda_graph_needs_cupy():
-    with pytest.raises(ValueError, match="cuda_graph=True needs the cupy backend"):
-        MLP([2, 2], backend="emulated", backend_options={"cuda_graph": True})
+def test_gemm_option_is_checked():
+    from gpubp import InputError
+    with pytest.raises(InputError, match="backend option gemm must be 'cublas' or 'own', got 'mine'"):
+        MLP([2, 2], backend="emulated", backend_options={"gemm": "mine"})
+    with pytest.raises(InputError, match="gemm='own' runs every product on gpubp's kernels; cublas_weight_grad"):
+        MLP([2, 2], backend="emulated", backend_options={"gemm": "own", "cublas_weight_grad": True})
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("sizes, batch", OWN_GEMM_NETS, ids=["784-30-10", "63-65-17", "200-129-67-3"])
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_fit_on_own_gemms_matches_numpy(device, sizes, batch, loss):
+    """The whole step on gpubp's kernels (forward and BP2 GEMMs with their epilogues fused, the weight
+    gradient with the update fused) against NumPy after 20 steps, to float32's 1e-5."""
+    need(device)
+    assert fit_parity(device, {"gemm": "own"}, loss, 0.9, 1e-3, sizes=sizes, batch=batch) < 1e-4
+
+
+def test_the_graph_step_reaches_no_cublas_on_the_emulated_device(monkeypatch):
+    """What a CUDA graph of the step would hold, checked without a GPU: the step runs once with the array
+    module replaced by a recorder.  With gemm='own' it calls only the gather (take) besides gpubp's
+    kernels: no matmul, nothing that syncs; a step that calls matmul is refused."""
+    rng = np.random.default_rng(0)
+    X, y = rng.random((40, 13)), rng.integers(0, 5, 40)
+    for options, expected in (({"cuda_graph": True}, {"take"}),
+                              ({"cuda_graph": True, "fused_update": False}, {"take", "multiply"})):
+        net = MLP([13, 17, 9, 5], backend="emulated", seed=3, backend_options=options)
+        launched = []
+        ks = net.backend.ks                     # the process's cached KernelSet: patched for this step only
+        monkeypatch.setattr(ks, "function", lambda name, f=ks.function: launched.append(name) or f(name))
+        step = net.stepper(*net.to_device(X, y), lr=0.5)
+        step(np.arange(10))                     # eager: makes the scratch arrays, as the cupy backend's first run
+        launched.clear()
+        step(np.arange(10, 20))                 # the run a capture would hold: recorded
+        monkeypatch.undo()
+        (calls,) = net.backend.capture_calls.values()
+        assert set(calls) == expected, calls
+        assert {"gemm_bias_sigmoid_f32", "gemm_sigmoid_delta_f32", "output_delta_ce_f32" if net.cost.name ==
+                "cross_entropy" else "output_delta_mse_f32"} <= set(launched)
+        assert not any(name.startswith(("bias_sigmoid", "sigmoid_delta")) for name in launched)   # fused
+    bk = MLP([3, 2], backend="emulated", backend_options={"cuda_graph": True}).backend
+    matmul_step = lambda idx: bk.xp.matmul(np.ones((2, 2)), np.ones((2, 2)))       # noqa: E731
+    bk.run_step(matmul_step, np.arange(2), key="k")                                  # the eager first run
+    with pytest.raises(RuntimeError, match=r"this training step calls xp.matmul, which a CUDA graph cannot capture"):
+        bk.run_step(matmul_step, np.arange(2), key="k")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_cuda_graph_fit_matches_numpy(loss):
+    need("cupy")
+    rng = np.random.default_rng(7)
+    X, y = rng.random((105, 13)), rng.integers(0, 5, 105)   # batches of 10 and a last one of 5: two graphs
+    ref = MLP([13, 17, 5], loss=loss, backend="numpy", seed=3)
+    dev = MLP([13, 17, 5], loss=loss, backend="cupy", seed=3, backend_options={"cuda_graph": True})
+    hists = [n.fit(X, y, epochs=2, batch_size=10, lr=0.8, momentum=0.9, progress=False) for n in (ref, dev)]
+    for l in range(2):
+        assert_close(dev.weights[l], ref.weights[l], np.float32, what=f"W{l + 1} after 22 graph replays")
+    np.testing.assert_allclose(hists[1].loss, hists[0].loss, rtol=1e-5)
+    assert dev.backend._graphs == {}        # released when fit returns

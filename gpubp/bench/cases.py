@@ -101,7 +101,10 @@ def step_cases(sizes, B, loss, backends=("numpy",), torch_devices=("cpu",), seed
     for name in backends:
         device = "gpu" if name == "cupy" else "cpu"
         # on a GPU, also the step replayed as a CUDA graph (launch overhead matters for small nets)
-        variants = [(f"gpubp {name}", {})] + ([("gpubp cupy graph", {"cuda_graph": True})] if name == "cupy" else [])
+        # on a GPU also the step on gpubp's own GEMMs (no cuBLAS), eagerly and replayed as a CUDA graph
+        # (launch overhead matters for small nets)
+        variants = [(f"gpubp {name}", {})] + ([("gpubp cupy own", {"gemm": "own"}),
+                                               ("gpubp cupy graph", {"cuda_graph": True})] if name == "cupy" else [])
         for impl, options in variants:
             try:
                 model = MLP(sizes, loss=loss, backend=name, seed=seed, backend_options=options)
@@ -248,8 +251,8 @@ def kernel_cases(backend_name, shape=KERNEL_SHAPE, seed=0):
     device = "gpu" if backend_name == "cupy" else "cpu"
     napkin = kernel_napkin(B, I, O)
     versions = [("fused", {}), ("unfused", None)]
-    if backend_name != "numpy":
-        versions.insert(1, ("naive", {"naive": True}))
+    if backend_name != "numpy":           # the kernel backends' fused ops include gpubp's own GEMMs
+        versions = [("fused", {"gemm": "own"}), ("naive", {"naive": True, "gemm": "own"}), ("unfused", None)]
     cases = []
 
     def add(op, impl, fn, check, floor=None):
@@ -267,6 +270,8 @@ def kernel_cases(backend_name, shape=KERNEL_SHAPE, seed=0):
             continue
         if options is not None:
             backends[impl] = bk
+        else:
+            plain = bk                     # the backend as it is by default: cuBLAS GEMMs, then the epilogue
     if "fused" not in backends:
         return cases
     bk = backends["fused"]
@@ -325,6 +330,29 @@ def kernel_cases(backend_name, shape=KERNEL_SHAPE, seed=0):
         add("bias_sigmoid", impl, lambda k=k: k.bias_sigmoid(zz, b), lambda k=k, impl=impl: fwd_check(k, impl))
     add("bias_sigmoid", "unfused", lambda: 1 / (1 + xp.exp(-(z + b))),
         lambda: checked("sigmoid(z+b)", 1 / (1 + xp.exp(-(z + b))), sig))
+
+    # the forward layer a = σ(a_prev W + b) and BP2's (δ_next W_nextᵀ) ⊙ a(1 − a): gpubp's GEMMs with the
+    # epilogue fused, against cuBLAS followed by the epilogue kernel, and against the GEMM alone (the floor)
+    W_l = dev(rng.standard_normal((I, O)) / np.sqrt(I))
+    W_l64 = host(W_l)
+    fwd_out, bwd_out = bk.empty((B, O), f32), bk.empty((B, I), f32)
+    fwd_ref = 1 / (1 + np.exp(-(a_prev64 @ W_l64 + b64)))
+    bwd_ref = (delta64 @ W_l64.T) * a_prev64 * (1 - a_prev64)
+    fwd_floor, bwd_floor = (f"GEMM a_prev@W {label}", f"GEMM {backend_name}"), (f"GEMM delta@W^T {label}",
+                                                                                f"GEMM {backend_name}")
+    for impl, k in list(backends.items()) + [("unfused", plain)]:
+        add("gemm_bias_sigmoid", impl, lambda k=k: k.feedforward(a_prev, W_l, b, fwd_out),
+            lambda k=k, impl=impl: (k.feedforward(a_prev, W_l, b, fwd_out),
+                                    checked(f"gemm_bias_sigmoid {impl}", fwd_out, fwd_ref)), floor=fwd_floor)
+        add("gemm_sigmoid_delta", impl, lambda k=k: k.backprop(delta, W_l, a_prev, bwd_out),
+            lambda k=k, impl=impl: (k.backprop(delta, W_l, a_prev, bwd_out),
+                                    checked(f"gemm_sigmoid_delta {impl}", bwd_out, bwd_ref)), floor=bwd_floor)
+    for floor, fn, ref in ((fwd_floor, lambda: bk.matmul(a_prev, W_l, out=fwd_out), a_prev64 @ W_l64),
+                           (bwd_floor, lambda: bk.matmul(delta, W_l.T, out=bwd_out), delta64 @ W_l64.T)):
+        cases.append(Case("kernel", floor[0], floor[1], device, fn,
+                          lambda fn=fn, ref=ref, out=(fwd_out if floor is fwd_floor else bwd_out):
+                          (fn(), checked(f"GEMM {floor[0]}", out, ref)),
+                          flops=2 * B * I * O, bytes=(B * I + B * O + I * O) * 4))
 
     # weight gradient + bias gradient (BP3, BP4)
     dW64, db64 = a_prev64.T @ delta64, delta64.sum(0)

@@ -122,7 +122,7 @@ def summary(report: Report) -> list[str]:
     steps = [r for r in report.rows if r.group == "step" and r.median_s]
     for case in dict.fromkeys(r.case for r in steps):
         by = {r.impl: r for r in steps if r.case == case}
-        for backend in ("numpy", "cupy", "cupy graph"):
+        for backend in ("numpy", "cupy", "cupy own", "cupy graph"):
             g = by.get(f"gpubp {backend}")
             if not g:
                 continue

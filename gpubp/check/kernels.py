@@ -79,6 +79,43 @@ def bias_sigmoid(dev: Device, dtype, naive: bool) -> int:
     return len(ROW_SHAPES)
 
 
+# -- forward_gemm.cu, backward_gemm.cu ------------------------------------------------------------
+
+def gemm_bias_sigmoid(dev: Device, dtype, naive: bool) -> int:
+    """a = σ(a_prev W + b) on the weight-gradient shapes read as (B, I, O), z pushed into both tails."""
+    rng = np.random.default_rng(10)
+    for B, I, O in WG_SHAPES:
+        a_prev = rng.uniform(0.0, 1.0, (B, I)).astype(dtype)
+        W = rng.normal(0.0, 3.0 / np.sqrt(I), (I, O)).astype(dtype)
+        b = rng.normal(0.0, 2.0, O).astype(dtype)
+        b[::7] = rng.choice([-40.0, 40.0], size=b[::7].shape)                 # σ saturates, no overflow
+        expected = np.empty((B, O))
+        reference.gemm_bias_sigmoid(a_prev, W, b, expected)
+        a = dev.put(nan_like((B, O), dtype))
+        launchers.gemm_bias_sigmoid(dev.ks, dev.put(a_prev), dev.put(W), dev.put(b), a, naive=naive)
+        assert_close(a, expected, dtype, what=f"gemm_bias_sigmoid a {(B, I, O)}")
+    return len(WG_SHAPES)
+
+
+def gemm_sigmoid_delta(dev: Device, dtype, naive: bool) -> int:
+    """delta = (delta_next W_nextᵀ) ⊙ a(1 − a), shapes (B, I, O) with W_next I×O; also in place over a."""
+    rng = np.random.default_rng(11)
+    for B, I, O in WG_SHAPES:
+        delta_next = rng.normal(0.0, 0.5, (B, O)).astype(dtype)
+        W_next = rng.normal(0.0, 1.0, (I, O)).astype(dtype)
+        a = rng.uniform(0.0, 1.0, (B, I)).astype(dtype)
+        expected = np.empty((B, I))
+        reference.gemm_sigmoid_delta(delta_next, W_next, a, expected)
+        dn, Wn = dev.put(delta_next), dev.put(W_next)
+        delta = dev.put(nan_like((B, I), dtype))
+        launchers.gemm_sigmoid_delta(dev.ks, dn, Wn, dev.put(a), delta, naive=naive)
+        assert_close(delta, expected, dtype, what=f"gemm_sigmoid_delta {(B, I, O)}")
+        a_dev = dev.put(a)                       # in place: delta is a
+        launchers.gemm_sigmoid_delta(dev.ks, dn, Wn, a_dev, a_dev, naive=naive)
+        assert_close(a_dev, expected, dtype, what=f"gemm_sigmoid_delta in place {(B, I, O)}")
+    return len(WG_SHAPES)
+
+
 # -- delta.cu -----------------------------------------------------------------------------------
 
 def sigmoid_delta(dev: Device, dtype, naive: bool) -> int:
@@ -177,7 +214,9 @@ def weight_grad_sgd(dev: Device, dtype, naive: bool, momentum: bool) -> int:
 #: and fast, f32 and f64); the variants of output_delta and weight_grad_sgd are their own entries
 CHECKS = [
     ("bias_sigmoid", bias_sigmoid, {}),
+    ("gemm_bias_sigmoid", gemm_bias_sigmoid, {}),
     ("sigmoid_delta", sigmoid_delta, {}),
+    ("gemm_sigmoid_delta", gemm_sigmoid_delta, {}),
     *[(kernel, output_delta, {"kernel": kernel}) for kernel in launchers.output_delta_kernels()],
     ("weight_grad", weight_grad, {}),
     ("weight_grad_sgd", weight_grad_sgd, {"momentum": False}),

@@ -81,20 +81,24 @@ def kernels(gpu: bool, log) -> dict:
 
 
 def fit(gpu: bool, log) -> dict:
-    from ..cuda.backend import CUBLAS_CAPTURE_LIMIT
     from . import fit as parity
     device = "cupy" if gpu else "emulated"
     rows = parity.run_all(device, log=log)
-    if gpu:
-        rows.append({"option": "cuda_graph", "loss": "-", "momentum": "-", "weight_decay": "-", "passed": None,
-                     "max_abs_dW": None, "error": f"not run: {CUBLAS_CAPTURE_LIMIT}"})
-    ran = [r for r in rows if r["passed"] is not None]
-    bad = [r for r in ran if not r["passed"]]
-    worst = max((r["max_abs_dW"] for r in ran if r["max_abs_dW"] is not None), default=0.0)
-    return _part("fit", "FAIL" if bad else "PASS", why=f"{len(bad)} of {len(ran)} failed" if bad else None,
-                 summary=f"{len(ran) - len(bad)} of {len(ran)} fits on {device} match NumPy after 20 steps "
-                         f"(max |ΔW| {worst:.1e})" + ("; cuda_graph not run: cuBLAS in capture" if gpu else ""),
-                 rows=rows)
+    for sizes, batch in parity.OWN_GEMM_NETS:           # the whole step on gpubp's kernels, on the nets
+        r = {"option": f"own_gemm {sizes} b{batch}", "loss": "mse", "momentum": 0.9, "weight_decay": 1e-3,
+             "passed": False, "max_abs_dW": None, "error": None}
+        try:
+            r["max_abs_dW"] = parity.fit_parity(device, {"gemm": "own"}, "mse", 0.9, 1e-3, sizes=sizes, batch=batch)
+            r["passed"] = True
+        except Exception as e:
+            r["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        log(f"  {r['option']}: " + ("PASS" if r["passed"] else f"FAIL: {r['error']}"))
+        rows.append(r)
+    bad = [r for r in rows if not r["passed"]]
+    worst = max((r["max_abs_dW"] for r in rows if r["max_abs_dW"] is not None), default=0.0)
+    return _part("fit", "FAIL" if bad else "PASS", why=f"{len(bad)} of {len(rows)} failed" if bad else None,
+                 summary=f"{len(rows) - len(bad)} of {len(rows)} fits on {device} match NumPy after 20 steps "
+                         f"(max |ΔW| {worst:.1e}), cuda_graph and gemm='own' included", rows=rows)
 
 
 def nvrtc_part(log) -> dict:

@@ -1,6 +1,8 @@
-"""The kernel backends: GEMMs on ``xp.matmul`` (cuBLAS on a GPU, BLAS under
-the emulator), everything else through the hand-written kernels of
-``kernels/*.cu``, launched by ``gpubp.cuda.launchers``.
+"""The kernel backends: every part of a step through the hand-written kernels of
+``kernels/*.cu``, launched by ``gpubp.cuda.launchers``; the forward and BP2
+GEMMs either on ``xp.matmul`` (cuBLAS on a GPU, BLAS under the emulator) with
+the epilogue as its own kernel, or on gpubp's own GEMM kernels with the
+epilogue fused (``gemm="own"``).
 
     emulated   NumPy arrays; the kernels run on the emulated CUDA device (the
                exact .cu source compiled for the CPU, every CUDA thread a fiber:
@@ -14,10 +16,17 @@ Options:
     cublas_weight_grad=False  dW = a_prevᵀ δ by cuBLAS (xp.matmul) and db by a
                           reduction instead of our kernel, for comparison
     naive=False           the plain version of every kernel
-    cuda_graph=False      (cupy) capture a whole training step as a CUDA graph
-                          on first use and replay it: one launch per step
-                          instead of ~10 per layer, for small nets where
-                          launch overhead dominates
+    gemm="cublas"         the forward GEMM z = a_prev W and BP2's δ_{l+1} W_{l+1}ᵀ by
+                          xp.matmul, each followed by its epilogue kernel; "own":
+                          forward_gemm.cu and backward_gemm.cu, the epilogue fused
+                          (no cuBLAS call in a step: it can be a CUDA graph)
+    cuda_graph=False      capture a whole training step as a CUDA graph on first
+                          use and replay it (cupy): one launch per step instead of
+                          ~10 per layer, for small nets where launch overhead
+                          dominates.  Needs gemm="own" (implied when gemm is not
+                          given).  On the emulated device it runs the step once
+                          while recording what reaches the array module, and
+                          refuses a step a capture could not hold (cuBLAS, sync)
     defines=None          tunables injected as -D (e.g. {"TILE": 32})
 """
 from __future__ import annotations
@@ -37,8 +46,15 @@ CUBLAS_CAPTURE_LIMIT = ("CuPy refuses cuBLAS calls during CUDA stream capture (N
                         "API during stream capture is currently unsupported', cupy/cupy#6290) and this step's "
                         "GEMMs are cuBLAS (xp.matmul)")
 
-#: the options of the kernel backends, with their defaults
-OPTIONS = {"fused_update": True, "cublas_weight_grad": False, "naive": False, "cuda_graph": False, "defines": None}
+#: the options of the kernel backends, with their defaults (gemm=None: "own" with cuda_graph, else "cublas")
+OPTIONS = {"fused_update": True, "cublas_weight_grad": False, "naive": False, "cuda_graph": False, "gemm": None,
+           "defines": None}
+GEMMS = ("cublas", "own")
+
+#: array-module calls a CUDA graph cannot capture: cuBLAS behind them (cupy/cupy#6290), or a
+#: host round trip (a capture cannot wait for the device or copy to and from the host)
+NOT_CAPTURABLE = frozenset({"matmul", "dot", "vdot", "inner", "outer", "tensordot", "einsum", "linalg", "kron",
+                            "asnumpy", "synchronize", "cuda"})
 
 
 def check_options(name: str, options: dict) -> None:
@@ -49,8 +65,14 @@ def check_options(name: str, options: dict) -> None:
         raise InputError(f"unknown backend option(s) {', '.join(map(repr, unknown))} for the {name} backend; "
                          f"the options are {', '.join(sorted(OPTIONS))}")
     for key, value in options.items():
-        if key != "defines" and not isinstance(value, (bool, np.bool_)):
+        if key not in ("defines", "gemm") and not isinstance(value, (bool, np.bool_)):
             raise InputError(f"backend option {key} must be True or False, got {value!r}")
+    gemm = options.get("gemm")
+    if gemm is not None and gemm not in GEMMS:
+        raise InputError(f"backend option gemm must be 'cublas' or 'own', got {gemm!r}")
+    if gemm == "own" and options.get("cublas_weight_grad"):
+        raise InputError("gemm='own' runs every product on gpubp's kernels; cublas_weight_grad=True asks for "
+                         "cuBLAS: choose one")
     defines = options.get("defines")
     if defines:
         try:
@@ -61,11 +83,9 @@ def check_options(name: str, options: dict) -> None:
         if problems:
             raise InputError(f"kernel tunables {dict(defines)} are refused on every device: {'; '.join(problems)}; "
                              f"pick smaller tiles (the defaults are {_default_tunables()})")
-    if options.get("cuda_graph"):
-        if name != "cupy":
-            raise ValueError(f"cuda_graph=True needs the cupy backend (CUDA graphs); the {name} backend has none")
-        raise ValueError(f"cuda_graph=True cannot capture a training step yet: {CUBLAS_CAPTURE_LIMIT}; "
-                         f"leave cuda_graph off (the step runs eagerly, with the same kernels)")
+    if options.get("cuda_graph") and (gemm == "cublas" or options.get("cublas_weight_grad")):
+        raise ValueError(f"cuda_graph=True cannot capture a step whose GEMMs are cuBLAS: {CUBLAS_CAPTURE_LIMIT}; "
+                         f"use gemm='own' (the default with cuda_graph), or leave cuda_graph off")
 
 
 def _default_tunables() -> dict:
@@ -74,18 +94,48 @@ def _default_tunables() -> dict:
 
 class KernelBackend(ArrayBackend):
     def __init__(self, name, xp, kernels, *, fused_update=True, cublas_weight_grad=False, naive=False,
-                 cuda_graph=False):
+                 cuda_graph=False, gemm=None):
         super().__init__(xp)
         self.cuda_graph = bool(cuda_graph)
+        self.gemm = gemm or ("own" if cuda_graph else "cublas")
         self.name = name
         self.ks = kernels
         self.fused_update = bool(fused_update)
         self.cublas_weight_grad = bool(cublas_weight_grad)
         self.naive = bool(naive)
+        self.capture_calls = {}          # key -> the array-module calls a checked step made (emulated cuda_graph)
+        self._eager_once = set()
 
     def __repr__(self):
         opts = [k for k in ("fused_update", "cublas_weight_grad", "naive", "cuda_graph") if getattr(self, k)]
-        return f"<gpubp backend {self.name!r} {' '.join(opts)}>"
+        return f"<gpubp backend {self.name!r} gemm={self.gemm} {' '.join(opts)}>"
+
+    def run_step(self, step, idx, key=None, keep=()):
+        """With ``cuda_graph`` on the emulated device: the step runs as the cupy backend's would, the
+        first call for a key eagerly (scratch arrays and constants are made then), the second as the
+        run a capture would hold: with the array module replaced by a recorder, refusing a step that
+        calls what a CUDA graph cannot capture (NOT_CAPTURABLE).  Every call is one real step."""
+        if not self.cuda_graph or key is None or key in self.capture_calls:
+            return step(idx)
+        if key not in self._eager_once:
+            self._eager_once.add(key)
+            return step(idx)
+        recorder = _Recorder(self.xp)
+        self.xp = recorder
+        try:
+            step(idx)
+        finally:
+            self.xp = recorder.module
+        bad = sorted(set(recorder.calls) & NOT_CAPTURABLE)
+        if bad:
+            raise RuntimeError(f"this training step calls xp.{', xp.'.join(bad)}, which a CUDA graph cannot capture "
+                               f"({CUBLAS_CAPTURE_LIMIT}, and a capture cannot wait for the device)")
+        self.capture_calls[key] = tuple(recorder.calls)
+        return None
+
+    def release_steps(self):
+        self.capture_calls.clear()
+        self._eager_once.clear()
 
     @classmethod
     def create(cls, name, *, defines=None, **options):
@@ -101,6 +151,16 @@ class KernelBackend(ArrayBackend):
     # -- feedforward ---------------------------------------------------------
     def bias_sigmoid(self, z, b):
         launchers.bias_sigmoid(self.ks, z, b, naive=self.naive)
+
+    def feedforward(self, a_prev, W, b, a):
+        if self.gemm != "own":
+            return super().feedforward(a_prev, W, b, a)
+        launchers.gemm_bias_sigmoid(self.ks, a_prev, W, b, a, naive=self.naive)
+
+    def backprop(self, delta_next, W_next, a, delta):
+        if self.gemm != "own":
+            return super().backprop(delta_next, W_next, a, delta)
+        launchers.gemm_sigmoid_delta(self.ks, delta_next, W_next, a, delta, naive=self.naive)
 
     # -- backward --------------------------------------------------------------
     def check_cost(self, cost):
@@ -132,6 +192,17 @@ class KernelBackend(ArrayBackend):
             return super().weight_grad_sgd(a_prev, delta, W, b, vW, vb, scale=scale, eta=eta, lmbda=lmbda, mu=mu)
         launchers.weight_grad_sgd(self.ks, a_prev, delta, W, b, vW, vb, scale=scale, eta=eta, lmbda=lmbda, mu=mu,
                                   naive=self.naive)
+
+
+class _Recorder:
+    """An array module that records the name of every attribute taken from it, and hands it on."""
+
+    def __init__(self, module):
+        self.module, self.calls = module, []
+
+    def __getattr__(self, name):
+        self.calls.append(name)
+        return getattr(self.module, name)
 
 
 class CupyBackend(KernelBackend):
@@ -178,6 +249,7 @@ class CupyBackend(KernelBackend):
 
     def release_steps(self):
         self._graphs.clear()
+        super().release_steps()
 
     def available_bytes(self):
         """Free device memory, counting what CuPy's pool holds but does not use."""

@@ -13,9 +13,11 @@ kernel kept beside the fast one (same results).
 Shapes (batch-first, row-major): B = batch, I = inputs, O = outputs of a layer.
 Memory: no output may share memory with another argument, except where said
 (in place): z in bias_sigmoid; delta may be g or a in sigmoid_delta, a or y in
-output_delta.  Each launcher refuses any other overlap, partial or whole.
+output_delta, a in gemm_sigmoid_delta.  Each launcher refuses any other overlap, partial or whole.
 
     bias_sigmoid(ks, z, b)                       z: B×O (in place), b: O
+    gemm_bias_sigmoid(ks, a_prev, W, b, a)       a_prev: B×I, W: I×O, b: O, a: B×O
+    gemm_sigmoid_delta(ks, delta_next, W_next, a, delta)  delta_next: B×O, W_next: I×O, a, delta: B×I
     sigmoid_delta(ks, g, a, delta)               all one shape; delta may be g
     output_delta(ks, kernel, a, y, delta, loss)  a, y, delta: B×O; loss: B or None;
                                                  kernel: a cost's kernel, "output_delta_mse" / "_ce"
@@ -98,12 +100,13 @@ def _row_reduction(tunables, size):
     return Budget(threads, fast.registers, threads * size, fast.occupancy_sm80), naive
 
 
-def _gemm(tunables, size):
+def _gemm(tunables, size, padded=False):
     """The register-blocked tile trades occupancy for a MICRO×MICRO accumulator per thread, as its
     __launch_bounds__ say: 4 blocks of 256 threads per SM (<= 64 registers, f32), 3 (<= 80, f64);
-    the naive kernel (one dot product per thread) may take 64 (50 % on sm_80)."""
+    the naive kernel (one dot product per thread) may take 64 (50 % on sm_80).  The forward and BP2
+    GEMMs pad their shared tiles to TILE+1 columns (they transpose while staging)."""
     threads = (tunables["TILE"] // tunables["MICRO"]) ** 2
-    smem = 2 * tunables["BK"] * tunables["TILE"] * size
+    smem = 2 * tunables["BK"] * (tunables["TILE"] + (1 if padded else 0)) * size
     fast = Budget(threads, 64, smem, 0.5) if size == 4 else Budget(threads, 80, smem, 0.375)
     return fast, Budget(NAIVE_WG_BLOCK[0] * NAIVE_WG_BLOCK[1], 64, 0, 0.5)
 
@@ -112,6 +115,15 @@ SPECS = {
     "bias_sigmoid": Spec(
         "forward", ("bias_sigmoid",), "z = sigmoid(z + b)", "1 / (1 + exp(-(z + b)))",
         lambda B, I, O, s: ((2 * B * O + O) * s, (10 * B * O + O) * s, 4 * B * O), _elementwise),
+    "gemm_bias_sigmoid": Spec(
+        "forward_gemm", ("gemm_bias_sigmoid",), "a = sigmoid(a_prev W + b)", "a_prev @ W; bias_sigmoid(z, b)",
+        lambda B, I, O, s: ((B * I + I * O + O + B * O) * s, (B * I + I * O + O + 3 * B * O) * s,
+                            2 * B * I * O + 4 * B * O), lambda t, s: _gemm(t, s, padded=True)),
+    "gemm_sigmoid_delta": Spec(
+        "backward_gemm", ("gemm_sigmoid_delta",), "delta = (delta_next W_next^T) * a * (1 - a)",
+        "delta_next @ W_next.T; sigmoid_delta(g, a, g)",
+        lambda B, I, O, s: ((B * O + I * O + 2 * B * I) * s, (B * O + I * O + 4 * B * I) * s,
+                            2 * B * I * O + 3 * B * I), lambda t, s: _gemm(t, s, padded=True)),
     "sigmoid_delta": Spec(
         "delta", ("sigmoid_delta",), "delta = g*a*(1-a)", "g * a * (1 - a)",
         lambda B, I, O, s: (3 * B * O * s, 8 * B * O * s, 3 * B * O), _elementwise),
@@ -241,6 +253,63 @@ def bias_sigmoid(ks: KernelSet, z, b, *, naive: bool = False) -> None:
     ept = 1 if naive else ks.param("forward", "EPT")
     _check_sizes(k, BLOCK * ept, **{"B*O": B * O})
     _launch(ks, k, naive, dtype, (ceil_div(B * O, BLOCK * ept),), (BLOCK,), (z, b, np.int32(B), np.int32(O)))
+
+
+# -- forward_gemm.cu, backward_gemm.cu ----------------------------------------------------------
+
+def _gemm_grid(ks: KernelSet, k: str, family: str, naive: bool, rows: int, cols: int) -> tuple[tuple, tuple]:
+    """(grid, block) covering a rows × cols output: 2-D, x along the columns."""
+    if naive:
+        bx, by = NAIVE_WG_BLOCK
+        grid, block, overshoot = (ceil_div(cols, bx), ceil_div(rows, by)), (bx, by), max(bx, by)
+    else:
+        tile = ks.param(family, "TILE")
+        edge = tile // ks.param(family, "MICRO")
+        grid, block, overshoot = (ceil_div(cols, tile), ceil_div(rows, tile)), (edge, edge), tile
+    if grid[1] > GRID_Y_MAX:
+        raise ValueError(f"{k}: B = {rows} rows needs {grid[1]} blocks along grid.y, more than {GRID_Y_MAX}; "
+                         f"split the batch")
+    _check_sizes(k, overshoot, rows=rows, cols=cols)
+    return grid, block
+
+
+def gemm_bias_sigmoid(ks: KernelSet, a_prev, W, b, a, *, naive: bool = False) -> None:
+    """a = σ(a_prev W + b) in one kernel (z never written); a_prev: B×I, W: I×O, b: O, a: B×O.
+    a shares memory with nothing."""
+    k = "gemm_bias_sigmoid"
+    dtype = _dtype_of(k, a_prev=a_prev, W=W, b=b, a=a)
+    B, I = _check_2d(k, "a_prev", a_prev, "(B, I)")
+    I_W, O = _check_2d(k, "W", W, "(I, O)")
+    if I_W != I:
+        raise ValueError(f"{k}: W has {I_W} rows but a_prev has {I} columns; W must be (I, O), I = a_prev's columns")
+    _check_shape(k, "b", b, (O,), "one bias per column of W")
+    _check_shape(k, "a", a, (B, O), "(B, O): a row per row of a_prev, a column per column of W")
+    if B == 0 or O == 0:
+        return
+    _check_aliasing(k, ("a",), {}, a_prev=a_prev, W=W, b=b, a=a)
+    _check_sizes(k, 0, **{"B*I": B * I, "I*O": I * O, "B*O": B * O})
+    grid, block = _gemm_grid(ks, k, "forward_gemm", naive, B, O)
+    _launch(ks, k, naive, dtype, grid, block, (a_prev, W, b, a, np.int32(B), np.int32(I), np.int32(O)))
+
+
+def gemm_sigmoid_delta(ks: KernelSet, delta_next, W_next, a, delta, *, naive: bool = False) -> None:
+    """delta = (delta_next W_nextᵀ) ⊙ a ⊙ (1 − a) in one kernel (BP2; W_nextᵀ read in place);
+    delta_next: B×O, W_next: I×O, a, delta: B×I.  delta may be a (in place)."""
+    k = "gemm_sigmoid_delta"
+    dtype = _dtype_of(k, delta_next=delta_next, W_next=W_next, a=a, delta=delta)
+    B, O = _check_2d(k, "delta_next", delta_next, "(B, O)")
+    I, O_W = _check_2d(k, "W_next", W_next, "(I, O)")
+    if O_W != O:
+        raise ValueError(f"{k}: W_next has {O_W} columns but delta_next has {O}; W_next must be (I, O), "
+                         f"O = delta_next's columns")
+    _check_shape(k, "a", a, (B, I), "(B, I): a row per row of delta_next, a column per row of W_next")
+    _check_shape(k, "delta", delta, (B, I), "the shape of a")
+    if B == 0 or I == 0:
+        return
+    _check_aliasing(k, ("delta",), {"delta": ("a",)}, delta_next=delta_next, W_next=W_next, a=a, delta=delta)
+    _check_sizes(k, 0, **{"B*I": B * I, "I*O": I * O, "B*O": B * O})
+    grid, block = _gemm_grid(ks, k, "backward_gemm", naive, B, I)
+    _launch(ks, k, naive, dtype, grid, block, (delta_next, W_next, a, delta, np.int32(B), np.int32(I), np.int32(O)))
 
 
 # -- delta.cu ------------------------------------------------------------------------------------
