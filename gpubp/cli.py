@@ -239,16 +239,14 @@ def cmd_bench(args) -> int:
         print(f"error: --out {args.out}: {problem}; nothing was timed", file=sys.stderr)
         return 2
     print(f"gpubp {__version__} benchmark suite{' (quick)' if args.quick else ''}")
-    print(f"GPU: {why}" if ok else f"GPU columns are empty: {why}")
+    print(f"GPU: {why}" if ok else f"GPU rows are empty: {why}")
     t0 = time.perf_counter()
     report = bench.run(backends=backends, nets=nets, quick=args.quick, groups=groups)
     print()
-    print(bench.format_table(report))
-    print()
-    for line in bench.summary(report):
-        print(line)
+    print(bench.terminal(report, said=() if ok else (why,)))
     paths = bench.write(report, args.out)
-    print(f"\nwrote {', '.join(v for k, v in paths.items() if k != 'note')} in {time.perf_counter() - t0:.0f}s")
+    print(f"\nfull detail (bytes, flops, GB/s, spread) in {', '.join(v for k, v in paths.items() if k != 'note')}; "
+          f"{time.perf_counter() - t0:.0f}s")
     if "note" in paths:
         print(paths["note"])
     failed = bench.failures(report)

@@ -21,6 +21,7 @@ Non-goals: other activations, convolution, automatic differentiation.
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Mapping
@@ -65,6 +66,7 @@ class _Workspace:
         self.delta = [None] + [bk.empty((B, n), dtype) for n in sizes[1:]]
         self.y = bk.empty((B, sizes[-1]), dtype)
         self.loss = bk.empty((B,), dtype)                              # per-sample cost
+        self.rows = bk.xp.arange(B)                                    # 0 … B−1, to one-hot labels into y
 
 
 class MLP:
@@ -181,13 +183,54 @@ class MLP:
         return Gradients(dW, db, float(self.backend.to_numpy(ws.loss).mean()))
 
     def step(self, X, y, lr, weight_decay=0.0, momentum=0.0):
-        """One mini-batch SGD step on (X, y); returns the batch's mean cost before the step."""
-        X, Y = self.to_device(X, y)
-        ws = self._workspace(len(X))
-        ws.a[0][...] = X
-        ws.y[...] = Y
-        self._train_step(ws, *self._hyper(lr, weight_decay, momentum))
-        return float(ws.loss.mean())
+        """One mini-batch SGD step on (X, y); returns the batch's mean cost before the step.
+
+        Fast path: when X is already an array of the model's dtype on its device (NumPy for
+        "numpy"/"emulated", CuPy for "cupy"), C-contiguous, B × sizes[0], and y is either
+        B integer labels or B × sizes[-1] targets of the model's dtype there, the checks
+        cost O(1) plus one reduction over the batch (a NaN/Inf or out-of-range value sends
+        it to the full checks, which name it), and X is read where it is, not copied."""
+        hyper = self._hyper(lr, weight_decay, momentum)
+        ws = self._fast_batch(X, y)
+        if ws is None:                                  # anything else: checked and copied
+            X, Y = self.to_device(X, y)
+            ws = self._workspace(len(X))
+            ws.a[0][...] = X
+            ws.y[...] = Y
+            self._train_step(ws, *hyper)
+        else:
+            own_x = ws.a[0]
+            ws.a[0] = X                                 # read in place: layer 1's a_prev is the caller's X
+            try:
+                self._train_step(ws, *hyper)
+            finally:
+                ws.a[0] = own_x
+        return self.backend.total(ws.loss) / ws.B
+
+    def _fast_batch(self, X, y):
+        """The workspace with y's targets in it if (X, y) may skip the full checks, else None."""
+        bk, dtype = self.backend, self.dtype
+        if type(X) is not bk.xp.ndarray or X.dtype != dtype or X.ndim != 2 or X.shape[1] != self.sizes[0] \
+                or not X.flags.c_contiguous or X.shape[0] == 0 or type(y) is not bk.xp.ndarray:
+            return None
+        B, n_out = X.shape[0], self.sizes[-1]
+        if y.shape == (B, n_out) and y.dtype == dtype:          # targets
+            if not math.isfinite(bk.total(X) + bk.total(y)) or bk.total(y < 0) or bk.total(y > 1):
+                return None
+            ws = self._workspace(B)
+            ws.y[...] = y
+            return ws
+        if y.shape == (B,) and y.dtype.kind in "iu" and y.dtype.itemsize == 8 and n_out > 1:   # class labels
+            # one reduction checks 0 <= y < n_out: a negative int64 is a huge uint64
+            if not math.isfinite(bk.total(X)) or int(y.view(bk.xp.uint64).max()) >= n_out:
+                return None
+            ws = self._workspace(B)
+            ws.y.fill(0)                                        # one-hot into the workspace
+            ws.y[ws.rows, y] = 1
+            return ws
+        return None
+
+    _last_hyper = (None, None)
 
     def to_device(self, X, y=None, names=("X", "y")):
         """(X, Y): the inputs and, if ``y`` is given, the targets (labels one-hot encoded,
@@ -209,7 +252,11 @@ class MLP:
         return Stepper(self, X, Y, *self._hyper(lr, weight_decay, momentum), with_loss=with_loss)
 
     def _hyper(self, lr, weight_decay, momentum):
-        """(η, λ, μ) checked, and the momentum buffers made if μ > 0."""
+        """(η, λ, μ) checked, and the momentum buffers made if μ > 0 (the last values are remembered:
+        a loop calling step with the same hyper-parameters does not check them again)."""
+        key, checked = self._last_hyper
+        if key == (lr, weight_decay, momentum) and type(lr) is float and (not checked[2] or self.vW is not None):
+            return checked
         eta = check_positive("lr", lr)
         lmbda = check_positive("weight_decay", weight_decay, allow_zero=True)
         mu = check_positive("momentum", momentum, allow_zero=True)
@@ -218,6 +265,7 @@ class MLP:
         if mu and self.vW is None:
             self.vW = [None] + [self.backend.zeros(w.shape, self.dtype) for w in self.W[1:]]
             self.vb = [None] + [self.backend.zeros(b.shape, self.dtype) for b in self.b[1:]]
+        self._last_hyper = ((lr, weight_decay, momentum), (eta, lmbda, mu))
         return eta, lmbda, mu
 
     def _train_step(self, ws, eta, lmbda, mu, with_loss=True):

@@ -73,8 +73,8 @@ def test_quick_run_writes_table_json_and_plot(tmp_path):
     data = json.loads(open(paths["json"]).read())
     assert len(data["rows"]) == len(report.rows) and data["machine"]["numpy"] == np.__version__
     assert open(paths["table"]).read().startswith("| group | case | implementation")
-    png = open(paths["plot"], "rb").read()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    from gpubp.bench.plot import DPI, FIGSIZE
+    assert _png_size(paths["plot"]) == (round(FIGSIZE[0] * DPI), round(FIGSIZE[1] * DPI))
 
 
 def test_parse_sizes():
@@ -88,9 +88,12 @@ def test_bench_command_quick(tmp_path, capsys):
     assert main(["bench", "--quick", "--sizes", "12,6,3:4", "--groups", "step", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     ok, why = cuda_status()
-    assert (f"GPU: {why}" if ok else f"GPU columns are empty: {why}") in out
-    assert "| step | [12, 6, 3] b4 mse | gpubp numpy | cpu |" in out
-    assert "x its GEMM floor" in out and (tmp_path / "bench.json").exists()
+    assert (f"GPU: {why}" if ok else f"GPU rows are empty: {why}") in out
+    assert out.count(why) == 1                                  # the reason once, not per row
+    summary = next(line for line in out.splitlines() if line.startswith("12-6-3 b4 mse "))
+    assert summary.split()[3] == "numpy" and float(summary.split()[6]) > 1     # x floor
+    assert "| step | [12, 6, 3] b4 mse | gpubp numpy | cpu |" in (tmp_path / "bench.md").read_text()
+    assert (tmp_path / "bench.json").exists()
 
 
 def test_bench_refuses_the_emulated_backend(capsys):
@@ -152,3 +155,31 @@ def test_napkin_math_comes_from_the_launchers_records():
     n = bench.kernel_napkin(7, 5, 3, itemsize=8)
     assert set(n) == set(launchers.SPECS)
     assert n["output_delta"]["fused"] == (3 * 7 * 3 + 7) * 8        # read a, y; write delta; a loss per row
+
+
+def _png_size(path):
+    import struct
+    head = open(path, "rb").read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", head[16:24])
+
+
+@pytest.mark.parametrize("with_gpu", [False, True], ids=["cpu-only", "with-gpu-rows"])
+def test_plot_draws_at_its_size_with_and_without_gpu_rows(tmp_path, with_gpu):
+    pytest.importorskip("matplotlib")
+    from gpubp.bench.plot import DPI, FIGSIZE, plot
+    rows = []
+    for case, base in (("[784, 30, 10] b10 mse", 4e-5), ("[784, 256, 256, 10] b128 ce", 1e-3)):
+        rows += [bench.Row("step", case, "gpubp numpy", "cpu", median_s=base),
+                 bench.Row("step", case, "GEMM floor numpy", "cpu", median_s=base / 2),
+                 bench.Row("step", case, "obvious numpy", "cpu", median_s=base * 1.1)]
+        if with_gpu:
+            rows += [bench.Row("step", case, "gpubp cupy", "gpu", median_s=base / 5),
+                     bench.Row("step", case, "gpubp cupy graph", "gpu", median_s=base / 20),
+                     bench.Row("step", case, "GEMM floor cupy", "gpu", median_s=base / 30)]
+        else:
+            rows.append(bench.Row("step", case, "gpubp cupy", "gpu", note="unavailable: CuPy is not installed"))
+    path = tmp_path / "bench.png"
+    assert plot(bench.Report(rows=rows, machine={"cpu": "x86_64", "cores": 2}), path) is None
+    assert _png_size(path) == (round(FIGSIZE[0] * DPI), round(FIGSIZE[1] * DPI))
+    assert path.stat().st_size > 20_000

@@ -328,3 +328,41 @@ def test_each_public_call_checks_its_data_once(rng, monkeypatch):
     calls.clear()
     net.fit(X, y, epochs=3, batch_size=5, lr=0.1, test_data=(X, y), progress=False)
     assert calls == ["X", "X_test"]
+
+
+@pytest.mark.parametrize("targets", [False, True], ids=["labels", "targets"])
+def test_public_step_fast_path_matches_the_checked_path(rng, targets):
+    """Device arrays of the model's dtype take the fast path (O(1) checks and one reduction, X read in
+    place); the update is the one the fully checked path makes from lists."""
+    X = rng.random((6, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 6)
+    yy = np.eye(3, dtype=np.float32)[y] if targets else y.astype(np.int64)
+    fast, slow = MLP([5, 4, 3], backend="numpy", seed=1), MLP([5, 4, 3], backend="numpy", seed=1)
+    X_before = X.copy()
+    for _ in range(3):
+        a = fast.step(X, yy, lr=0.5, momentum=0.9)
+        b = slow.step(X.tolist(), y.tolist(), lr=0.5, momentum=0.9)
+        assert a == pytest.approx(b, rel=1e-6)
+    np.testing.assert_array_equal(fast.weights[0], slow.weights[0])
+    np.testing.assert_array_equal(X, X_before)                     # read, never written
+    assert fast._workspace(6).a[0] is not X                        # the workspace keeps its own array
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("nan", r"X contains 1 NaN/Inf value\(s\), the first at row 2, column 3"),
+    ("negative-label", r"labels must be integers in \[0, 3\) .* found -1"),
+    ("label-too-big", r"labels must be integers in \[0, 3\) .* found 3"),
+])
+def test_public_step_fast_path_still_refuses_bad_values(rng, bad, message):
+    from gpubp import InputError
+    X = rng.random((6, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 6)
+    if bad == "nan":
+        X[2, 3] = np.nan
+    else:
+        y[4] = -1 if bad == "negative-label" else 3
+    net = MLP([5, 4, 3], backend="numpy", seed=1)
+    before = net.weights[0]
+    with pytest.raises(InputError, match=message):
+        net.step(X, y, lr=0.5)
+    np.testing.assert_array_equal(net.weights[0], before)

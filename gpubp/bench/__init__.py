@@ -14,11 +14,11 @@ files in ``benchmarks/``.  One module per job:
 """
 from .cases import (ETA, KERNEL_SHAPE, LOSSES, NETS, Case, batch, e2e_case, kernel_cases, kernel_napkin,
                     net_label, obvious_step, step_cases, step_flops)
-from .report import Report, failures, format_table, machine_info, summary, write
+from .report import Report, failures, format_table, machine_info, summary, terminal, unavailable, write
 from .suite import GROUPS, parse_sizes, pytest_case, run
 from .timing import Row, gpu_peaks, run_cases, time_cpu_interleaved, time_gpu
 
 __all__ = ["ETA", "KERNEL_SHAPE", "LOSSES", "NETS", "Case", "Row", "Report", "batch", "e2e_case", "kernel_cases",
            "kernel_napkin", "net_label", "obvious_step", "step_cases", "step_flops", "failures", "format_table",
-           "machine_info", "summary", "write", "GROUPS", "parse_sizes", "pytest_case", "run", "gpu_peaks", "run_cases",
+           "machine_info", "summary", "terminal", "unavailable", "write", "GROUPS", "parse_sizes", "pytest_case", "run", "gpu_peaks", "run_cases",
            "time_cpu_interleaved", "time_gpu"]

@@ -100,7 +100,6 @@ def step_cases(sizes, B, loss, backends=("numpy",), torch_devices=("cpu",), seed
     cases = []
     for name in backends:
         device = "gpu" if name == "cupy" else "cpu"
-        # on a GPU, also the step replayed as a CUDA graph (launch overhead matters for small nets)
         # on a GPU also the step on gpubp's own GEMMs (no cuBLAS), eagerly and replayed as a CUDA graph
         # (launch overhead matters for small nets)
         variants = [(f"gpubp {name}", {})] + ([("gpubp cupy own", {"gemm": "own"}),
@@ -128,10 +127,26 @@ def step_cases(sizes, B, loss, backends=("numpy",), torch_devices=("cpu",), seed
                               flops=step_flops(sizes, B)))
             if not options:
                 cases.append(gemm_floor_case(model, B, label, device, name))
+                cases.append(public_step_case(model, X, Y, idx, label, device, name, ref, seed))
     cases.append(_obvious_case(model0, X, Y, idx, loss, label, ref))
     for dev in torch_devices:
         cases.append(torch_step_case(model0, X, Y, idx, loss, label, dev, ref))
     return cases
+
+
+def public_step_case(model, X, Y, idx, label, device, name, ref, seed=0):
+    """``net.step(X, y, lr)`` as a user's own loop calls it: the batch already on the device in the
+    model's dtype, integer labels (its fast path: O(1) checks and one reduction, nothing copied)."""
+    bk = model.backend
+    Xb, yb = bk.asarray(X[idx], model.dtype), bk.asarray(Y[idx].argmax(axis=1), np.int64)
+
+    def check():
+        m = MLP(model.sizes, loss=model.cost.name, backend=bk, seed=seed)
+        m.step(Xb, yb, lr=ETA)
+        check_step_update(f"gpubp {name} step()", m.weights, m.biases, ref)
+
+    return Case("step", label, f"gpubp {name} step()", device, lambda: model.step(Xb, yb, lr=ETA), check,
+                floor=(label, f"GEMM floor {name}"), flops=step_flops(model.sizes, len(idx)))
 
 
 def step_flops(sizes, B):

@@ -69,8 +69,11 @@ def _fmt_num(x, unit=""):
 
 
 def row_line(r):
-    if r.median_s is None:        # the reason only; its fix is in the header and the table
-        return f"{r.group:6} {r.case:34} {r.impl:22} {r.note.split('; ')[0]}"
+    """One progress line as a row finishes; None for a row that did not run (the reason is said once)."""
+    if r.median_s is None and not r.failed:
+        return None
+    if r.median_s is None:
+        return f"{r.group:6} {r.case:34} {r.impl:22} {r.note}"
     extra = f" x{r.floor_ratio:.2f} floor" if r.floor_ratio else ""
     if r.throughput:
         extra += f" {r.throughput:,.0f} samples/s"
@@ -109,6 +112,89 @@ def write(report: Report, out_dir) -> dict:
         paths.pop("plot")
         paths["note"] = note
     return paths
+
+
+def _short_net(case: str) -> str:
+    """'[784, 30, 10] b10 cross_entropy' -> '784-30-10 b10 ce'."""
+    if not case.startswith("["):
+        return case
+    net, rest = case[1:].split("] ", 1)
+    return f"{net.replace(', ', '-')} {rest.replace('cross_entropy', 'ce')}"
+
+
+def _table(head: list, rows: list) -> list[str]:
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()   # noqa: E731
+    return [line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]
+
+
+def unavailable(report: Report) -> dict[str, int]:
+    """Why rows were not run (the short reason) -> how many."""
+    out = {}
+    for r in report.rows:
+        if r.median_s is None and not r.failed:
+            why = r.note.removeprefix("unavailable: ")
+            out[why] = out.get(why, 0) + 1
+    return out
+
+
+def terminal(report: Report, said=()) -> str:
+    """What ``gpubp bench`` prints: the rows that did not run and why (once; reasons in ``said`` were
+    already printed), a summary per net, then one short table per group; the full detail (bytes, flops,
+    GB/s, spread, notes) is bench.md and bench.json."""
+    out = []
+    for why, n in unavailable(report).items():
+        out.append(f"not run: {n} rows" + (" (the reason above)" if why in said else f": {why}"))
+    steps = [r for r in report.rows if r.group == "step" and r.median_s]
+    by_case = {}
+    for r in steps:
+        by_case.setdefault(r.case, {})[r.impl] = r
+    if by_case:
+        peers = [p for p in ("obvious numpy", "torch cpu", "torch cuda") if any(p in by for by in by_case.values())]
+        head = ["net", "gpubp", "time", "x floor"] + [f"vs {p}" for p in peers] + ["step() / fit step"]
+        rows = []
+        for case, by in by_case.items():
+            for backend in ("numpy", "cupy", "cupy own", "cupy graph"):
+                g = by.get(f"gpubp {backend}")
+                if not g:
+                    continue
+                cells = [_short_net(case), backend, _fmt_time(g.median_s),
+                         f"{g.floor_ratio:.2f}" if g.floor_ratio else "-"]
+                for p in peers:
+                    o = by.get(p)
+                    same = o is not None and (o.device == g.device or p == "obvious numpy")
+                    cells.append(f"{o.median_s / g.median_s:.2f}x" if same else "-")
+                pub = by.get(f"gpubp {backend} step()")
+                cells.append(f"{pub.median_s / g.median_s:.2f}" if pub else "-")
+                rows.append(cells)
+        out += ["", "Summary: one SGD step, median.  x floor: time / the step's GEMMs alone (1 is the floor).",
+                "vs X: X's time / gpubp's (above 1: gpubp is faster).  step(): the public net.step(X, y) / the "
+                "step fit runs.", ""]
+        out += _table(head, rows)
+    titles = {"step": "step: one SGD step", "kernel": "kernel: each fused op, its naive twin, the unfused "
+              "expressions, the GEMM alone", "e2e": "e2e: training throughput"}
+    for group, title in titles.items():
+        rows = [r for r in report.rows if r.group == group and (r.median_s or r.failed)]
+        if not rows:
+            continue
+        out += ["", title, ""]
+        if group == "kernel":
+            out += _table(["op", "implementation", "median", "GB/s", "x floor"],
+                          [[r.case, r.impl, "FAILED" if r.failed else _fmt_time(r.median_s),
+                            f"{r.gbps:.1f}" if r.gbps else "-", f"{r.floor_ratio:.2f}" if r.floor_ratio else "-"]
+                           for r in rows])
+        elif group == "e2e":
+            out += _table(["case", "implementation", "median", "samples/s"],
+                          [[r.case, r.impl, "FAILED" if r.failed else _fmt_time(r.median_s),
+                            f"{r.throughput:,.0f}" if r.throughput else "-"] for r in rows])
+        else:
+            out += _table(["net", "implementation", "median", "x floor"],
+                          [[_short_net(r.case), r.impl, "FAILED" if r.failed else _fmt_time(r.median_s),
+                            f"{r.floor_ratio:.2f}" if r.floor_ratio else "-"] for r in rows])
+    failed = failures(report)
+    if failed:
+        out += [""] + [f"FAILED: {r.case} / {r.impl}: {r.note.removeprefix('FAILED ')}" for r in failed]
+    return "\n".join(out)
 
 
 def failures(report: Report) -> list[Row]:

@@ -64,7 +64,9 @@ def run(backends=None, nets=None, quick=False, groups=("step", "kernel", "e2e"),
     for group in by_case.values():
         for row in run_cases(group, quick, peaks[:2]):
             report.rows.append(row)
-            log(row_line(row))
+            line = row_line(row)
+            if line:
+                log(line)
     fill_ratios(report.rows)
     return report
 
