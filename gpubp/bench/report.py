@@ -151,7 +151,7 @@ def terminal(report: Report, said=()) -> str:
         by_case.setdefault(r.case, {})[r.impl] = r
     if by_case:
         peers = [p for p in ("obvious numpy", "torch cpu", "torch cuda") if any(p in by for by in by_case.values())]
-        head = ["net", "gpubp", "time", "x floor"] + [f"vs {p}" for p in peers] + ["step() / fit step"]
+        head = ["net", "gpubp", "time", "x floor"] + [f"vs {p}" for p in peers] + ["step()"]
         rows = []
         for case, by in by_case.items():
             for backend in ("numpy", "cupy", "cupy own", "cupy graph"):
@@ -168,8 +168,8 @@ def terminal(report: Report, said=()) -> str:
                 cells.append(f"{pub.median_s / g.median_s:.2f}" if pub else "-")
                 rows.append(cells)
         out += ["", "Summary: one SGD step, median.  x floor: time / the step's GEMMs alone (1 is the floor).",
-                "vs X: X's time / gpubp's (above 1: gpubp is faster).  step(): the public net.step(X, y) / the "
-                "step fit runs.", ""]
+                "vs X: X's time / gpubp's (above 1: gpubp is faster).  step(): the public net.step(X, y), which also "
+                "computes the loss it returns, / gpubp's time.", ""]
         out += _table(head, rows)
     titles = {"step": "step: one SGD step", "kernel": "kernel: each fused op, its naive twin, the unfused "
               "expressions, the GEMM alone", "e2e": "e2e: training throughput"}
