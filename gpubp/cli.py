@@ -123,7 +123,7 @@ def _unwritable_folder(path) -> str | None:
 
 
 def cmd_train(args) -> int:
-    from . import datasets
+    from . import datasets, parallel
     from .mlp import MLP
 
     if args.save is not None:
@@ -144,36 +144,47 @@ def cmd_train(args) -> int:
         print(f"error: --sizes {sizes} does not fit the data: it has {data.n_features} features and "
               f"{n_out} output(s); use --sizes {data.n_features},...,{n_out}", file=sys.stderr)
         return 2
+    comm, say = None, print
+    if parallel.launched_by_mpi():           # under mpiexec: one rank of a data-parallel fit
+        comm = parallel.world()
+        if comm.Get_size() > 1:
+            parallel.use_own_gpu(comm, args.backend)
+            if comm.Get_rank() != 0:         # only rank 0 speaks and saves
+                say = lambda *a, **k: None   # noqa: E731
+        else:
+            comm = None
     model = MLP(sizes, loss=args.loss or d["loss"], backend=args.backend, seed=args.seed,
                 dtype=np.float64 if args.float64 else np.float32)
-    print(f"gpubp {__version__}: {data.description}")
-    print(f"network {sizes}, loss {model.cost.name}, backend {model.backend_reason}, {model.dtype.name}")
+    say(f"gpubp {__version__}: {data.description}")
+    say(f"network {sizes}, loss {model.cost.name}, backend {model.backend_reason}, {model.dtype.name}")
     epochs = d["epochs"] if args.epochs is None else args.epochs
     B = d["batch_size"] if args.batch_size is None else args.batch_size
     lr = args.lr if args.lr is not None else d["lr"]
-    print(f"SGD: {epochs} epochs, batch {B}, lr {lr:g}, momentum {args.momentum:g}, weight decay {args.weight_decay:g}")
+    say(f"SGD: {epochs} epochs, batch {B}, lr {lr:g}, momentum {args.momentum:g}, weight decay {args.weight_decay:g}")
     t0 = time.perf_counter()
     try:
         hist = model.fit(data.X_train, data.y_train, epochs=epochs, batch_size=B, lr=lr, momentum=args.momentum,
                          weight_decay=args.weight_decay, test_data=(data.X_test, data.y_test),
-                         progress=not args.quiet)
+                         progress=not args.quiet, comm=comm, allreduce=args.allreduce)
     except KeyboardInterrupt:
-        if args.save:                    # Ctrl-C keeps what was trained so far
+        if args.save and (comm is None or comm.Get_rank() == 0):    # Ctrl-C keeps what was trained so far
             if _save_or_keep(model, args.save):
                 print(f"saved the model as trained so far to {args.save}", file=sys.stderr)
         raise
     seconds = time.perf_counter() - t0
+    if model.parallel_reason:
+        say(f"data-parallel: {model.parallel_reason}")
     accuracy, n_train = hist.test_accuracy[-1], len(data.X_train)
-    print(f"test accuracy {100 * accuracy:.2f}% ({len(data.X_test):,} samples), test loss {hist.test_loss[-1]:.4f}")
-    print(f"trained {len(hist.loss)} epochs in {seconds:.2f}s wall time: {len(hist.loss) * n_train / seconds:,.0f} "
+    say(f"test accuracy {100 * accuracy:.2f}% ({len(data.X_test):,} samples), test loss {hist.test_loss[-1]:.4f}")
+    say(f"trained {len(hist.loss)} epochs in {seconds:.2f}s wall time: {len(hist.loss) * n_train / seconds:,.0f} "
           f"samples/s")
-    if args.plot:
+    if args.plot and (comm is None or comm.Get_rank() == 0):
         _plot_history(hist, args.plot, f"{args.dataset} {sizes} {model.cost.name}, batch {B}, lr {lr:g}")
-        print(f"loss and accuracy curves: {args.plot}")
-    if args.save:
+        say(f"loss and accuracy curves: {args.plot}")
+    if args.save and (comm is None or comm.Get_rank() == 0):
         if not _save_or_keep(model, args.save):
             return 1
-        print(f"model saved to {args.save}")
+        say(f"model saved to {args.save}")
     return 0
 
 
@@ -262,6 +273,9 @@ def cmd_info(args) -> int:
         print(f"NVRTC: unavailable: {e}")
     from .backend import get_backend
     print(f"backend='auto' picks: {get_backend('auto')[1]}")
+    from .parallel import mpi_library
+    mpi = mpi_library()
+    print(f"MPI: {mpi}" if mpi else "MPI: mpi4py is not installed (pip install 'gpubp[mpi]' for mpiexec -n N gpubp train)")
     return 0
 
 
@@ -350,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--download", action="store_true",
                    help="mnist: fetch OpenML's mnist_784 with scikit-learn when the IDX files are not found")
     t.add_argument("--plot", metavar="FILE.png", help="draw the loss and accuracy curves per epoch")
+    t.add_argument("--allreduce", default="auto", choices=["auto", "host", "pinned", "nccl", "cuda-aware"],
+                   help="under mpiexec: how the ranks' gradients are summed (default auto: NCCL when every rank "
+                        "has its own GPU and NCCL is installed, else MPI; cuda-aware only if your MPI is)")
     t.add_argument("--sizes", type=_int_list, help="layer widths, e.g. 64,64,10 (default: per data set)")
     t.add_argument("--loss", choices=["mse", "cross_entropy"], help="cost (default: cross_entropy)")
     t.add_argument("--epochs", type=_positive_int)
@@ -376,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--backend", help="comma-separated gpubp backends to time (default: numpy, and cupy if a GPU answers)")
     b.add_argument("--sizes", help="nets as 'w0,w1,...:batch' separated by ';' (default: "
                    "784,30,10:10;784,256,256,10:128;784,1024,1024,10:512)")
-    b.add_argument("--groups", default="step,kernel,e2e", help="which groups of cases (default: all)")
+    b.add_argument("--groups", default="step,kernel,e2e,dp", help="which groups of cases (default: all: step,kernel,e2e,dp)")
     b.add_argument("--quick", action="store_true", help="shorter timing (about a minute on 2 CPU cores)")
     b.add_argument("--out", default="bench-out", help="folder for bench.json, bench.md, bench.png (default: bench-out)")
     b.set_defaults(func=cmd_bench)

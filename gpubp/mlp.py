@@ -32,6 +32,7 @@ import numpy as np
 from . import persistence
 from .backend import get_backend
 from .costs import get_cost
+from .parallel import DataParallel, share
 from .progress import Progress
 from .validation import (InputError, check_dtype, check_memory, check_positive, check_seed, check_sizes,
                          check_targets, check_X)
@@ -111,6 +112,7 @@ class MLP:
             self.W.append(self.backend.asarray(w, self.dtype))
             self.b.append(self.backend.asarray(self.rng.standard_normal(n_out, dtype=self.dtype), self.dtype))
         self.vW, self.vb = None, None                   # momentum buffers, made on first use
+        self.parallel_reason = None                     # how the last data-parallel fit summed its gradients
         self._workspaces = {}
 
     # -- introspection ------------------------------------------------------
@@ -280,12 +282,17 @@ class MLP:
                                eta=eta, lmbda=lmbda, mu=mu)                        # BP3, BP4, SGD
 
     def fit(self, X, y, epochs=10, batch_size=10, lr=0.5, weight_decay=0.0, momentum=0.0,
-            shuffle=True, test_data=None, progress=None, callback=None) -> History:
+            shuffle=True, test_data=None, progress=None, callback=None, comm=None, allreduce="auto") -> History:
         """Mini-batch SGD for ``epochs`` passes over (X, y), shuffled every epoch.
 
         test_data   optional (X_test, y_test) evaluated after each epoch
         progress    True: a progress bar with the loss on stderr; None: only if stderr is a terminal
         callback    called as callback(epoch, history) after each epoch; return False to stop
+        comm        an mpi4py communicator (MPI.COMM_WORLD) of more than one rank: synchronous
+                    data-parallel SGD (gpubp.parallel), every rank running this same call on the same
+                    data; batch_size stays the global batch.  Only rank 0 shows progress.
+        allreduce   how the ranks' gradients are summed: "auto", "host", "pinned", "nccl",
+                    "cuda-aware" (see gpubp.parallel); ``self.parallel_reason`` says which ran
         Raises TrainingDiverged, naming epoch and step, if the loss turns NaN/Inf.
         """
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
@@ -301,7 +308,15 @@ class MLP:
             X_test, y_test = test_data
             Xt, Yt = self.to_device(X_test, y_test, names=("X_test", "y_test"))
             test = (Xt, Yt, self._labels(self.backend.to_numpy(Yt)))
-        step = self.stepper(X, Y, lr, weight_decay, momentum)
+        if comm is not None and comm.Get_size() > 1:
+            dp = DataParallel(self, comm, allreduce)
+            self.parallel_reason = f"{dp.size} ranks: {dp.reason}"
+            step = ParallelStepper(self, X, Y, *self._hyper(lr, weight_decay, momentum), dp=dp)
+            dp.broadcast(self.W[1:] + self.b[1:] + (self.vW[1:] + self.vb[1:] if self.vW is not None else []))
+            if dp.rank != 0:
+                progress = False
+        else:
+            step = self.stepper(X, Y, lr, weight_decay, momentum)
         n = len(X)
         B = min(int(batch_size), n)
         steps = -(-n // B)
@@ -326,7 +341,7 @@ class MLP:
         losses = bk.empty(steps, self.dtype)              # mean cost of each step of this epoch
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
-            order = self.rng.permutation(n) if shuffle else np.arange(n)
+            order = step.order(self.rng.permutation(n) if shuffle else np.arange(n))   # rank 0's, in parallel
             order = bk.asarray(order, np.int64)
             next_check = t0 + self.CHECK_EVERY
             for k in range(steps):
@@ -455,6 +470,11 @@ class Stepper:
         self.model, self.X, self.Y = model, X, Y
         self.eta, self.lmbda, self.mu, self.with_loss = eta, lmbda, mu, with_loss
 
+    @staticmethod
+    def order(order):
+        """The rows' order for an epoch (a ParallelStepper makes it rank 0's)."""
+        return order
+
     def __call__(self, idx, loss_out=None) -> None:
         model, X, Y = self.model, self.X, self.Y
         bk = model.backend
@@ -470,3 +490,38 @@ class Stepper:
                     keep=(X, Y, ws))
         if self.with_loss and loss_out is not None:
             bk.mean(ws.loss, out=loss_out)
+
+
+class ParallelStepper(Stepper):
+    """One synchronous data-parallel SGD step of the global batch ``idx`` (see gpubp.parallel): this
+    rank's share of the rows, their gradient sums into the flat buffer, one all-reduce, the mean, and
+    the identical update on every rank.  ``loss_out`` receives the global mean cost."""
+
+    def __init__(self, model, X, Y, eta, lmbda, mu, dp):
+        super().__init__(model, X, Y, eta, lmbda, mu, with_loss=True)
+        self.dp = dp
+
+    def order(self, order):
+        return self.dp.bcast_order(order)
+
+    def __call__(self, idx, loss_out=None) -> None:
+        model, bk, dp = self.model, self.model.backend, self.dp
+        lo, hi = share(0, len(idx), dp.rank, dp.size)
+        mine = idx[lo:hi]
+        ws = model._workspace(len(mine))
+        bk.take_rows(self.X, mine, out=ws.a[0])
+        bk.take_rows(self.Y, mine, out=ws.y)
+        model._feedforward(ws)
+        model._backpropagate(ws, loss=ws.loss)
+        for l in range(1, model.L + 1):                      # sums over this rank's rows (BP3, BP4 without 1/B)
+            dW, db = dp.grads(l)
+            bk.weight_grad(ws.a[l - 1], ws.delta[l], dW, db, scale=1.0)
+        bk.xp.sum(ws.loss, keepdims=True, out=dp.loss_sum)
+        dp.allreduce()                                       # one call: every layer and the cost
+        dp.buf *= 1.0 / len(idx)                             # the global batch's mean
+        for l in range(1, model.L + 1):
+            dW, db = dp.grads(l)
+            vW, vb = (model.vW[l], model.vb[l]) if self.mu else (None, None)
+            bk.sgd_update(model.W[l], model.b[l], dW, db, vW, vb, eta=self.eta, lmbda=self.lmbda, mu=self.mu)
+        if loss_out is not None:
+            loss_out[...] = dp.loss_sum

@@ -183,3 +183,16 @@ def test_plot_draws_at_its_size_with_and_without_gpu_rows(tmp_path, with_gpu):
     assert plot(bench.Report(rows=rows, machine={"cpu": "x86_64", "cores": 2}), path) is None
     assert _png_size(path) == (round(FIGSIZE[0] * DPI), round(FIGSIZE[1] * DPI))
     assert path.stat().st_size > 20_000
+
+
+def test_dp_group_times_one_and_two_ranks():
+    pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install 'gpubp[mpi]')")
+    from gpubp.bench import dp
+    if not dp.mpiexec():
+        pytest.skip("mpiexec is not installed")
+    rows = dp.rows(nets=[([20, 8, 3], 16)], quick=True, log=lambda line: None)
+    assert [r.impl for r in rows] == ["gpubp numpy 1 rank", "gpubp numpy 2 ranks"]
+    assert all(r.median_s > 0 and not r.failed for r in rows)
+    two = rows[1]
+    assert two.note.startswith("all-reduce ") and "the link" in two.note and two.bytes == (20 * 8 + 8 + 8 * 3 + 3 + 1) * 4
+    assert two.floor_ratio == pytest.approx(two.median_s / rows[0].median_s)

@@ -13,7 +13,7 @@ PKG = Path(__file__).resolve().parents[1] / "gpubp"
 #: bottom first; a module may import only modules of a lower layer (or of its own package below it)
 LAYERS = [
     ["_version", "validation", "device", "costs", "progress", "cuda", "cuda.emulator", "check"],
-    ["numpy_backend", "reference", "persistence", "datasets", "cuda.sources"],
+    ["numpy_backend", "reference", "persistence", "datasets", "parallel", "cuda.sources"],
     ["testing", "cuda.launchers"],
     ["cuda.nvrtc", "check.kernels"],
     ["cuda.backend"],
@@ -21,7 +21,7 @@ LAYERS = [
     ["mlp"],
     ["gradcheck", "bench.cases", "check.fit"],
     ["bench.timing"],
-    ["bench.plot"],
+    ["bench.plot", "bench.dp"],
     ["bench.report"],
     ["bench.suite"],
     ["bench", "check.sanitizers", "check.report"],

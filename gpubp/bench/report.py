@@ -172,7 +172,8 @@ def terminal(report: Report, said=()) -> str:
                 "computes the loss it returns, / gpubp's time.", ""]
         out += _table(head, rows)
     titles = {"step": "step: one SGD step", "kernel": "kernel: each fused op, its naive twin, the unfused "
-              "expressions, the GEMM alone", "e2e": "e2e: training throughput"}
+              "expressions, the GEMM alone", "e2e": "e2e: training throughput",
+              "dp": "dp: one data-parallel step, MPI ranks on this machine (x 1 rank: time / the 1-rank step)"}
     for group, title in titles.items():
         rows = [r for r in report.rows if r.group == group and (r.median_s or r.failed)]
         if not rows:
@@ -183,6 +184,11 @@ def terminal(report: Report, said=()) -> str:
                           [[r.case, r.impl, "FAILED" if r.failed else _fmt_time(r.median_s),
                             f"{r.gbps:.1f}" if r.gbps else "-", f"{r.floor_ratio:.2f}" if r.floor_ratio else "-"]
                            for r in rows])
+        elif group == "dp":
+            out += _table(["net", "implementation", "median", "x 1 rank", "what the exchange costs"],
+                          [[_short_net(r.case.removesuffix(" data-parallel")), r.impl,
+                            "FAILED" if r.failed else _fmt_time(r.median_s),
+                            f"{r.floor_ratio:.2f}" if r.floor_ratio else "-", r.note.split("; ")[0]] for r in rows])
         elif group == "e2e":
             out += _table(["case", "implementation", "median", "samples/s"],
                           [[r.case, r.impl, "FAILED" if r.failed else _fmt_time(r.median_s),

@@ -7,7 +7,7 @@ from .report import Report, fill_ratios, machine_info, row_line
 from .timing import gpu_peaks, run_cases
 
 
-GROUPS = ("step", "kernel", "e2e")
+GROUPS = ("step", "kernel", "e2e", "dp")
 
 
 def parse_sizes(text):
@@ -33,7 +33,7 @@ def parse_sizes(text):
     return nets
 
 
-def run(backends=None, nets=None, quick=False, groups=("step", "kernel", "e2e"), log=print) -> Report:
+def run(backends=None, nets=None, quick=False, groups=("step", "kernel", "e2e", "dp"), log=print) -> Report:
     """Run the suite and return its rows; ``log`` receives one line per case."""
     ok, why = cuda_status()
     if backends is None:
@@ -67,6 +67,10 @@ def run(backends=None, nets=None, quick=False, groups=("step", "kernel", "e2e"),
             line = row_line(row)
             if line:
                 log(line)
+    if "dp" in groups:
+        from . import dp
+        report.rows += dp.rows(nets=[n for n in nets if n in dp.NETS] or (None if nets is NETS else nets[:1]),
+                               quick=quick, log=log)
     fill_ratios(report.rows)
     return report
 
