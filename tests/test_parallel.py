@@ -121,3 +121,14 @@ def test_nccl_between_two_gpus(tmp_path):
     assert "NCCL allReduce" in str(b["reason"])
     for key in (k for k in a.files if k.startswith("arr_")):
         np.testing.assert_allclose(b[key], a[key], rtol=0, atol=1e-10, err_msg=key)
+
+
+def test_info_names_the_mpi_library(capsys):
+    from gpubp.cli import main
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("MPI: "))
+    if HAVE_MPI4PY:
+        assert line.startswith("MPI: mpi4py ") and ("MPICH" in line or "Open MPI" in line or "MPI" in line[12:])
+    else:
+        assert "pip install 'gpubp[mpi]'" in line
