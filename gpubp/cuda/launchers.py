@@ -257,19 +257,26 @@ def bias_sigmoid(ks: KernelSet, z, b, *, naive: bool = False) -> None:
 
 # -- forward_gemm.cu, backward_gemm.cu ----------------------------------------------------------
 
-def _gemm_grid(ks: KernelSet, k: str, family: str, naive: bool, rows: int, cols: int) -> tuple[tuple, tuple]:
-    """(grid, block) covering a rows × cols output: 2-D, x along the columns."""
+def _tile_grid(ks: KernelSet, k: str, family: str, naive: bool, rows: tuple, cols: tuple,
+               at_least_one_row: bool = False) -> tuple[tuple, tuple]:
+    """(grid, block) covering a rows × cols output, x along the columns: the naive kernels' NAIVE_WG_BLOCK
+    threads, or one TILE×TILE tile per (TILE/MICRO)² block of the fast ones.  ``rows``, ``cols`` are
+    (name, size) pairs, for the messages; ``at_least_one_row`` keeps grid.y >= 1 (the weight gradients
+    compute the bias gradient in the first row of blocks even when I == 0)."""
+    (row_name, n_rows), (col_name, n_cols) = rows, cols
     if naive:
         bx, by = NAIVE_WG_BLOCK
-        grid, block, overshoot = (ceil_div(cols, bx), ceil_div(rows, by)), (bx, by), max(bx, by)
+        grid, block, overshoot = (ceil_div(n_cols, bx), ceil_div(n_rows, by)), (bx, by), max(bx, by)
     else:
         tile = ks.param(family, "TILE")
         edge = tile // ks.param(family, "MICRO")
-        grid, block, overshoot = (ceil_div(cols, tile), ceil_div(rows, tile)), (edge, edge), tile
+        grid, block, overshoot = (ceil_div(n_cols, tile), ceil_div(n_rows, tile)), (edge, edge), tile
+    if at_least_one_row:
+        grid = (grid[0], max(1, grid[1]))
     if grid[1] > GRID_Y_MAX:
-        raise ValueError(f"{k}: B = {rows} rows needs {grid[1]} blocks along grid.y, more than {GRID_Y_MAX}; "
-                         f"split the batch")
-    _check_sizes(k, overshoot, rows=rows, cols=cols)
+        raise ValueError(f"{k}: {row_name} = {n_rows} needs {grid[1]} blocks along grid.y, more than {GRID_Y_MAX}"
+                         + ("; split the batch" if row_name == "B" else ""))
+    _check_sizes(k, overshoot, **{row_name: n_rows, col_name: n_cols})   # a block's indices, before its bounds test
     return grid, block
 
 
@@ -288,7 +295,7 @@ def gemm_bias_sigmoid(ks: KernelSet, a_prev, W, b, a, *, naive: bool = False) ->
         return
     _check_aliasing(k, ("a",), {}, a_prev=a_prev, W=W, b=b, a=a)
     _check_sizes(k, 0, **{"B*I": B * I, "I*O": I * O, "B*O": B * O})
-    grid, block = _gemm_grid(ks, k, "forward_gemm", naive, B, O)
+    grid, block = _tile_grid(ks, k, "forward_gemm", naive, ("B", B), ("O", O))
     _launch(ks, k, naive, dtype, grid, block, (a_prev, W, b, a, np.int32(B), np.int32(I), np.int32(O)))
 
 
@@ -308,7 +315,7 @@ def gemm_sigmoid_delta(ks: KernelSet, delta_next, W_next, a, delta, *, naive: bo
         return
     _check_aliasing(k, ("delta",), {"delta": ("a",)}, delta_next=delta_next, W_next=W_next, a=a, delta=delta)
     _check_sizes(k, 0, **{"B*I": B * I, "I*O": I * O, "B*O": B * O})
-    grid, block = _gemm_grid(ks, k, "backward_gemm", naive, B, I)
+    grid, block = _tile_grid(ks, k, "backward_gemm", naive, ("B", B), ("I", I))
     _launch(ks, k, naive, dtype, grid, block, (delta_next, W_next, a, delta, np.int32(B), np.int32(I), np.int32(O)))
 
 
@@ -377,22 +384,6 @@ def _weight_grad_shapes(k: str, a_prev, delta, W, W_name: str, b, b_name: str) -
     return B, I, O
 
 
-def _weight_grad_grid(ks: KernelSet, k: str, naive: bool, I: int, O: int) -> tuple[tuple, tuple]:
-    """(grid, block) covering dW (I×O); grid.y is at least 1 so that the bias gradient runs when I == 0."""
-    if naive:
-        bx, by = NAIVE_WG_BLOCK
-        grid, block = (ceil_div(O, bx), max(1, ceil_div(I, by))), (bx, by)
-    else:
-        tile = ks.param("weight_grad", "TILE")
-        edge = tile // ks.param("weight_grad", "MICRO")
-        grid, block = (ceil_div(O, tile), max(1, ceil_div(I, tile))), (edge, edge)
-    if grid[1] > GRID_Y_MAX:
-        raise ValueError(f"{k}: I = {I} inputs needs {grid[1]} blocks along grid.y, more than {GRID_Y_MAX}")
-    overshoot = max(block[0], block[1]) if naive else ks.param("weight_grad", "TILE")
-    _check_sizes(k, overshoot, I=I, O=O)    # a block's row/column index, before its bounds test
-    return grid, block
-
-
 def weight_grad(ks: KernelSet, a_prev, delta, dW, db=None, *, scale=1.0, naive: bool = False) -> None:
     """dW = scale · a_prevᵀ delta and, if ``db`` is given, db = scale · Σ_r delta[r, :] (both overwritten);
     a_prev: B×I, delta: B×O, dW: I×O, db: O."""
@@ -403,7 +394,7 @@ def weight_grad(ks: KernelSet, a_prev, delta, dW, db=None, *, scale=1.0, naive: 
     if O == 0:
         return
     _check_aliasing(k, ("dW", "db"), {}, a_prev=a_prev, delta=delta, dW=dW, db=db)
-    grid, block = _weight_grad_grid(ks, k, naive, I, O)
+    grid, block = _tile_grid(ks, k, "weight_grad", naive, ("I", I), ("O", O), at_least_one_row=True)
     _launch(ks, k, naive, dtype, grid, block, (a_prev, delta, dW, db, np.int32(B), np.int32(I), np.int32(O), scale))
 
 
@@ -432,6 +423,6 @@ def weight_grad_sgd(ks: KernelSet, a_prev, delta, W, b, vW=None, vb=None, *, sca
     if O == 0:
         return
     _check_aliasing(k, ("W", "b", "vW", "vb"), {}, a_prev=a_prev, delta=delta, W=W, b=b, vW=vW, vb=vb)
-    grid, block = _weight_grad_grid(ks, k, naive, I, O)
+    grid, block = _tile_grid(ks, k, "weight_grad", naive, ("I", I), ("O", O), at_least_one_row=True)
     _launch(ks, k, naive, dtype, grid, block,
             (a_prev, delta, W, b, vW, vb, np.int32(B), np.int32(I), np.int32(O), *scalars))
