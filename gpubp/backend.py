@@ -26,11 +26,8 @@ def get_backend(name="auto", **options):
     if not isinstance(name, str) and hasattr(name, "matmul"):
         return name, f"backend object {name!r}"
     if options:
-        from .cuda.backend import OPTIONS          # the kernel backends' options, valid under "auto" too
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise InputError(f"unknown backend option(s) {', '.join(map(repr, unknown))}; the options (of the "
-                             f"kernel backends) are {', '.join(sorted(OPTIONS))}")
+        from .cuda.backend import check_option_names      # the kernel backends' options, checked under "auto" too
+        check_option_names(options)
     if name == "cuda":
         name = "cupy"
     if name not in BACKENDS:

@@ -57,13 +57,18 @@ NOT_CAPTURABLE = frozenset({"matmul", "dot", "vdot", "inner", "outer", "tensordo
                             "asnumpy", "synchronize", "cuda"})
 
 
+def check_option_names(options) -> None:
+    """Refuse option names no kernel backend has (also under backend='auto', which may pick numpy)."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise InputError(f"unknown backend option(s) {', '.join(map(repr, unknown))}; the options (of the "
+                         f"kernel backends) are {', '.join(sorted(OPTIONS))}")
+
+
 def check_options(name: str, options: dict) -> None:
     """Refuse what a kernel backend cannot do, before any device is touched: unknown option names,
     non-bool switches, and cuda_graph where the step cannot be captured."""
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise InputError(f"unknown backend option(s) {', '.join(map(repr, unknown))} for the {name} backend; "
-                         f"the options are {', '.join(sorted(OPTIONS))}")
+    check_option_names(options)
     for key, value in options.items():
         if key not in ("defines", "gemm") and not isinstance(value, (bool, np.bool_)):
             raise InputError(f"backend option {key} must be True or False, got {value!r}")
