@@ -10,3 +10,9 @@ path (the emulated device, NVRTC) in one offline command, with a report.
 
 Importing this package imports none of its parts.
 """
+
+
+def describe(e: BaseException) -> str:
+    """An error as one report line: its type and the first line of its message."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"

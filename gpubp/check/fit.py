@@ -12,6 +12,7 @@ import numpy as np
 
 from ..mlp import MLP
 from ..testing import assert_close
+from . import describe
 
 #: the backend options a parity run covers (``cuda_graph`` runs on both kernel backends: a captured and
 #: replayed graph on cupy, a checked-capturable eager step on the emulated device)
@@ -49,21 +50,30 @@ def fit_parity(device: str, options: dict, loss: str, momentum: float, weight_de
     return worst
 
 
+def _row(device, option, options, loss, momentum, weight_decay, **net) -> dict:
+    """One parity run as a report row; a failure is recorded, not raised."""
+    r = {"option": option, "loss": loss, "momentum": momentum, "weight_decay": weight_decay,
+         "passed": False, "max_abs_dW": None, "error": None}
+    try:
+        r["max_abs_dW"] = fit_parity(device, options, loss, momentum, weight_decay, **net)
+        r["passed"] = True
+    except Exception as e:
+        r["error"] = describe(e)
+    return r
+
+
 def run_all(device: str, options: dict | None = None, log=lambda line: None) -> list[dict]:
-    """fit_parity for each option, loss and (momentum, decay): one result each
-    (``{"option", "loss", "momentum", "weight_decay", "passed", "max_abs_dW", "error"}``)."""
+    """fit_parity for each option, loss and (momentum, decay), then the whole step on gpubp's own GEMMs on
+    OWN_GEMM_NETS: one result each (``{"option", "loss", "momentum", "weight_decay", "passed",
+    "max_abs_dW", "error"}``)."""
+    runs = [(option, opts, loss, momentum, weight_decay, {}) for option, opts in (options or OPTIONS).items()
+            for loss in LOSSES for momentum, weight_decay in HYPER]
+    runs += [(f"own_gemm {sizes} b{batch}", {"gemm": "own"}, "mse", 0.9, 1e-3, {"sizes": sizes, "batch": batch})
+             for sizes, batch in OWN_GEMM_NETS]
     results = []
-    for option, opts in (options or OPTIONS).items():
-        for loss in LOSSES:
-            for momentum, weight_decay in HYPER:
-                r = {"option": option, "loss": loss, "momentum": momentum, "weight_decay": weight_decay,
-                     "passed": False, "max_abs_dW": None, "error": None}
-                try:
-                    r["max_abs_dW"] = fit_parity(device, opts, loss, momentum, weight_decay)
-                    r["passed"] = True
-                except Exception as e:
-                    r["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-                results.append(r)
-                log(f"  {option} {loss} momentum={momentum:g}: "
-                    + (f"PASS (max |ΔW| {r['max_abs_dW']:.1e})" if r["passed"] else f"FAIL: {r['error']}"))
+    for option, opts, loss, momentum, weight_decay, net in runs:
+        r = _row(device, option, opts, loss, momentum, weight_decay, **net)
+        results.append(r)
+        log(f"  {option} {loss} momentum={momentum:g}: "
+            + (f"PASS (max |ΔW| {r['max_abs_dW']:.1e})" if r["passed"] else f"FAIL: {r['error']}"))
     return results

@@ -16,6 +16,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from .. import reference
+from . import describe
 from ..cuda import launchers, sources
 from ..testing import assert_close
 
@@ -238,7 +239,7 @@ def run_all(dev: Device, log=lambda line: None) -> list[dict]:
                     r["shapes"] = fn(dev, dtype, naive, **extra)
                     r["passed"] = True
                 except Exception as e:          # AssertionError, or a CUDA/compile error: recorded, not fatal
-                    r["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+                    r["error"] = describe(e)
                 results.append(r)
                 log(f"  {name} {r['version']} {r['dtype']}: "
                     + (f"PASS ({r['shapes']} shapes)" if r["passed"] else f"FAIL: {r['error']}"))

@@ -84,16 +84,6 @@ def fit(gpu: bool, log) -> dict:
     from . import fit as parity
     device = "cupy" if gpu else "emulated"
     rows = parity.run_all(device, log=log)
-    for sizes, batch in parity.OWN_GEMM_NETS:           # the whole step on gpubp's kernels, on the nets
-        r = {"option": f"own_gemm {sizes} b{batch}", "loss": "mse", "momentum": 0.9, "weight_decay": 1e-3,
-             "passed": False, "max_abs_dW": None, "error": None}
-        try:
-            r["max_abs_dW"] = parity.fit_parity(device, {"gemm": "own"}, "mse", 0.9, 1e-3, sizes=sizes, batch=batch)
-            r["passed"] = True
-        except Exception as e:
-            r["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-        log(f"  {r['option']}: " + ("PASS" if r["passed"] else f"FAIL: {r['error']}"))
-        rows.append(r)
     bad = [r for r in rows if not r["passed"]]
     worst = max((r["max_abs_dW"] for r in rows if r["max_abs_dW"] is not None), default=0.0)
     return _part("fit", "FAIL" if bad else "PASS", why=f"{len(bad)} of {len(rows)} failed" if bad else None,
