@@ -169,10 +169,7 @@ class MLP:
 
         X: B × sizes[0]; y: B integer labels or B × sizes[-1] targets.  The
         model is not changed."""
-        X, Y = self.to_device(X, y)
-        ws = self._workspace(len(X))
-        ws.a[0][...] = X
-        ws.y[...] = Y
+        ws = self._loaded(X, y)
         self._feedforward(ws)
         self._backpropagate(ws, loss=ws.loss)
         dW, db = [], []
@@ -195,10 +192,7 @@ class MLP:
         hyper = self._hyper(lr, weight_decay, momentum)
         ws = self._fast_batch(X, y)
         if ws is None:                                  # anything else: checked and copied
-            X, Y = self.to_device(X, y)
-            ws = self._workspace(len(X))
-            ws.a[0][...] = X
-            ws.y[...] = Y
+            ws = self._loaded(X, y)
             self._train_step(ws, *hyper)
         else:
             own_x = ws.a[0]
@@ -232,7 +226,13 @@ class MLP:
             return ws
         return None
 
-    _last_hyper = (None, None)
+    def _loaded(self, X, y):
+        """The workspace of len(X) rows with the checked batch copied into it."""
+        X, Y = self.to_device(X, y)
+        ws = self._workspace(len(X))
+        ws.a[0][...] = X
+        ws.y[...] = Y
+        return ws
 
     def to_device(self, X, y=None, names=("X", "y")):
         """(X, Y): the inputs and, if ``y`` is given, the targets (labels one-hot encoded,
@@ -252,6 +252,8 @@ class MLP:
         here, once; a step checks nothing, allocates nothing, and never waits for the
         device.  ``fit`` runs its epochs on one of these."""
         return Stepper(self, X, Y, *self._hyper(lr, weight_decay, momentum), with_loss=with_loss)
+
+    _last_hyper = (None, None)         # ((lr, weight_decay, momentum), (η, λ, μ)) of the last check
 
     def _hyper(self, lr, weight_decay, momentum):
         """(η, λ, μ) checked, and the momentum buffers made if μ > 0 (the last values are remembered:
