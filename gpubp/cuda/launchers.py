@@ -195,10 +195,10 @@ def _check_sizes(kernel: str, overshoot: int, **sizes: int) -> None:
 
 
 def _span(x) -> tuple[int, int]:
-    """[first byte, last byte + 1) of a C-contiguous NumPy or CuPy array."""
-    iface = getattr(x, "__cuda_array_interface__", None) or x.__array_interface__
-    start = int(iface["data"][0])
-    return start, start + int(x.nbytes)
+    """[first byte, last byte + 1) of a C-contiguous NumPy or CuPy array (CuPy: ``x.data.ptr``, an attribute
+    read; its ``__cuda_array_interface__`` would build a dict on every launch)."""
+    start = x.__array_interface__["data"][0] if type(x) is np.ndarray else x.data.ptr
+    return start, start + x.nbytes
 
 
 def _check_aliasing(kernel: str, outputs: tuple, in_place: dict, **arrays) -> None:
@@ -206,6 +206,13 @@ def _check_aliasing(kernel: str, outputs: tuple, in_place: dict, **arrays) -> No
     overwrite (``in_place[output]``; the kernel loads that input before it stores).  Inputs may
     share memory with each other (they are only read)."""
     live = {n: _span(x) for n, x in arrays.items() if x is not None and x.size}
+    end = -1                            # the usual case, no overlap at all: one sweep over the sorted spans
+    for start, stop in sorted(live.values()):
+        if start < end:
+            break
+        end = max(end, stop)
+    else:
+        return
     names = list(live)
     for i, p in enumerate(names):
         for q in names[i + 1:]:
