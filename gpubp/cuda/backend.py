@@ -65,7 +65,7 @@ def check_option_names(options) -> None:
                          f"kernel backends) are {', '.join(sorted(OPTIONS))}")
 
 
-def check_options(name: str, options: dict) -> None:
+def check_options(options: dict) -> None:
     """Refuse what a kernel backend cannot do, before any device is touched: unknown option names,
     non-bool switches, and cuda_graph where the step cannot be captured."""
     check_option_names(options)
@@ -144,7 +144,7 @@ class KernelBackend(ArrayBackend):
 
     @classmethod
     def create(cls, name, *, defines=None, **options):
-        check_options(name, dict(options, defines=defines))
+        check_options(dict(options, defines=defines))
         if name == "emulated":
             return cls("emulated", np, sources.emulated_kernels(defines), **options)
         if name == "cupy":
