@@ -29,6 +29,7 @@ The math of each is at the top of its ``.cu`` file and in ``gpubp.reference``
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import dataclass
@@ -343,9 +344,10 @@ def sigmoid_delta(ks: KernelSet, g, a, delta, *, naive: bool = False) -> None:
     _launch(ks, k, naive, dtype, (ceil_div(n, BLOCK * ept),), (BLOCK,), (g, a, delta, np.int32(n)))
 
 
+@functools.lru_cache(maxsize=None)
 def output_delta_kernels() -> tuple[str, ...]:
     """The output-layer kernels of delta.cu, one per cost (``"output_delta_mse"``, ``"output_delta_ce"``):
-    what a cost class names as its ``kernel``."""
+    what a cost class names as its ``kernel`` (read from the source once; every output_delta launch asks)."""
     return tuple(n.removesuffix("_f32") for n in sources.kernel_names("delta")
                  if n.startswith("output_delta_") and n.endswith("_f32") and "_naive" not in n)
 
