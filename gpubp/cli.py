@@ -89,19 +89,25 @@ def _save_or_keep(model, path) -> bool:
     return False
 
 
-def _check_save_path(path):
-    """Refuse a --save path that cannot be written before training, not after it."""
+def _check_output_file(flag, path, example):
+    """Refuse an output file that cannot be written (``flag``: the option naming it), before training,
+    not after it: no name, a folder, a missing folder, a folder that cannot be written."""
     from .validation import InputError
 
     if not path:
-        raise InputError("--save needs a file name, e.g. --save model.npz; got ''")
+        raise InputError(f"{flag} needs a file name, e.g. {flag} {example}; got ''")
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
-        raise InputError(f"--save {path} is a folder; give a file name, e.g. --save {os.path.join(path, 'model.npz')}")
+        raise InputError(f"{flag} {path} is a folder; give a file name, e.g. {flag} {os.path.join(path, example)}")
     if not os.path.isdir(folder):
-        raise InputError(f"--save {path}: the folder {folder} does not exist; create it first (mkdir -p {folder})")
-    if not os.access(folder, os.W_OK):
-        raise InputError(f"--save {path}: the folder {folder} is not writable; choose another place")
+        raise InputError(f"{flag} {path}: the folder {folder} does not exist; create it first (mkdir -p {folder})")
+    problem = _unwritable_folder(folder)
+    if problem:
+        raise InputError(f"{flag} {path}: the folder {folder}: {problem}; choose another place")
+
+
+def _check_save_path(path):
+    _check_output_file("--save", path, "model.npz")
 
 
 def _unwritable_folder(path) -> str | None:
@@ -193,14 +199,7 @@ def _check_plot_path(path):
         import matplotlib  # noqa: F401
     except ImportError:
         raise InputError("--plot needs matplotlib, which is not installed: pip install 'gpubp[bench]'") from None
-    if not path or os.path.isdir(path):
-        raise InputError(f"--plot {path!r}: give a file name, e.g. --plot curves.png")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise InputError(f"--plot {path}: the folder {folder} does not exist; create it first (mkdir -p {folder})")
-    problem = _unwritable_folder(folder)
-    if problem:
-        raise InputError(f"--plot {path}: {problem}")
+    _check_output_file("--plot", path, "curves.png")
 
 
 def _plot_history(hist, path, title):
