@@ -19,7 +19,7 @@ LAYERS = [
     ["cuda.backend"],
     ["backend"],
     ["mlp"],
-    ["gradcheck", "bench.cases", "check.fit"],
+    ["gradcheck", "bench.cases", "check.fit", "sklearn"],
     ["bench.timing"],
     ["bench.plot", "bench.dp"],
     ["bench.report"],
