@@ -125,52 +125,75 @@ def _unwritable_folder(path) -> str | None:
     return None
 
 
-def cmd_train(args) -> int:
+def _train_setup(args, comm):
+    """Everything ``train`` checks and builds before the first step: the output files, the data,
+    the network.  (data, sizes, model, epochs, B, lr); raises InputError & co."""
     from . import datasets, parallel
     from .mlp import MLP
+    from .validation import InputError
 
+    if args.data_dir is not None and args.dataset != "mnist":
+        raise InputError(f"--data-dir is for --dataset mnist (the folder of its IDX files); {args.dataset!r} "
+                         f"does not read it: drop --data-dir, or use --dataset mnist")
+    if args.download and args.dataset != "mnist":
+        raise InputError(f"--download fetches the full MNIST (--dataset mnist); {args.dataset!r} needs no download: "
+                         f"drop --download")
     if args.save is not None:
         _check_save_path(args.save)
     if args.plot is not None:
-        _check_plot_path(args.plot)
+        args.plot = _check_plot_path(args.plot, args.save)
     data = datasets.load(args.dataset, seed=args.seed, data_dir=args.data_dir, download=args.download)
     d = TRAIN_DEFAULTS.get(args.dataset, TRAIN_DEFAULTS[None])
     n_out = data.n_classes
     if args.sizes is None and data.n_labels is not None and n_out > max(2 * data.n_labels, data.n_labels + 10):
-        print(f"error: the labels of {args.dataset} run to {n_out - 1} but only {data.n_labels} distinct classes "
-              f"appear, which would build a {n_out}-unit output layer; relabel them 0..{data.n_labels - 1} "
-              f"(np.unique(y, return_inverse=True)), or pass --sizes ending in {n_out} if that is meant",
-              file=sys.stderr)
-        return 2
+        raise InputError(f"the labels of {args.dataset} run to {n_out - 1} but only {data.n_labels} distinct "
+                         f"classes appear, which would build a {n_out}-unit output layer; relabel them "
+                         f"0..{data.n_labels - 1} (np.unique(y, return_inverse=True)), or pass --sizes ending in "
+                         f"{n_out} if that is meant")
     sizes = args.sizes or [data.n_features, *d["hidden"], n_out]
     if sizes[0] != data.n_features or sizes[-1] != n_out:
-        print(f"error: --sizes {sizes} does not fit the data: it has {data.n_features} features and "
-              f"{n_out} output(s); use --sizes {data.n_features},...,{n_out}", file=sys.stderr)
-        return 2
-    comm, say = None, print
-    if parallel.launched_by_mpi():           # under mpiexec: one rank of a data-parallel fit
-        comm = parallel.world()
-        if comm.Get_size() > 1:
-            parallel.use_own_gpu(comm, args.backend)
-            if comm.Get_rank() != 0:         # only rank 0 speaks and saves
-                say = lambda *a, **k: None   # noqa: E731
-        else:
-            comm = None
+        raise InputError(f"--sizes {sizes} does not fit the data: it has {data.n_features} features and "
+                         f"{n_out} output(s); use --sizes {data.n_features},...,{n_out}")
+    if comm is not None:
+        parallel.use_own_gpu(comm, args.backend)
     model = MLP(sizes, loss=args.loss or d["loss"], backend=args.backend, seed=args.seed,
                 dtype=np.float64 if args.float64 else np.float32)
-    say(f"gpubp {__version__}: {data.description}")
-    say(f"network {sizes}, loss {model.cost.name}, backend {model.backend_reason}, {model.dtype.name}")
     epochs = d["epochs"] if args.epochs is None else args.epochs
     B = d["batch_size"] if args.batch_size is None else args.batch_size
     lr = args.lr if args.lr is not None else d["lr"]
+    return data, sizes, model, epochs, B, lr
+
+
+def cmd_train(args) -> int:
+    from . import parallel
+
+    comm = None
+    if parallel.launched_by_mpi():           # under mpiexec: one rank of a data-parallel fit
+        comm = parallel.communicator(parallel.world())
+    if comm is None and args.allreduce is not None:
+        print("warning: --allreduce only applies to a data-parallel run (mpiexec -n N gpubp train, N > 1); "
+              "this run has one process, so it is ignored", file=sys.stderr)
+    rank = 0 if comm is None else comm.Get_rank()
+    say = print if rank == 0 else (lambda *a, **k: None)     # only rank 0 speaks and saves
+    try:
+        setup, error = _train_setup(args, comm), None
+    except Exception as e:
+        if comm is None:
+            raise
+        setup, error = None, e
+    if comm is not None:                     # every rank's setup, agreed on: a failure on one stops all
+        parallel.agree(comm, {}, error, where="while setting up gpubp train")
+    data, sizes, model, epochs, B, lr = setup
+    say(f"gpubp {__version__}: {data.description}")
+    say(f"network {sizes}, loss {model.cost.name}, backend {model.backend_reason}, {model.dtype.name}")
     say(f"SGD: {epochs} epochs, batch {B}, lr {lr:g}, momentum {args.momentum:g}, weight decay {args.weight_decay:g}")
     t0 = time.perf_counter()
     try:
         hist = model.fit(data.X_train, data.y_train, epochs=epochs, batch_size=B, lr=lr, momentum=args.momentum,
                          weight_decay=args.weight_decay, test_data=(data.X_test, data.y_test),
-                         progress=not args.quiet, comm=comm, allreduce=args.allreduce)
+                         progress=not args.quiet, comm=comm, allreduce=args.allreduce or "auto")
     except KeyboardInterrupt:
-        if args.save and (comm is None or comm.Get_rank() == 0):    # Ctrl-C keeps what was trained so far
+        if args.save and rank == 0:          # Ctrl-C keeps what was trained so far
             if _save_or_keep(model, args.save):
                 print(f"saved the model as trained so far to {args.save}", file=sys.stderr)
         raise
@@ -181,25 +204,54 @@ def cmd_train(args) -> int:
     say(f"test accuracy {100 * accuracy:.2f}% ({len(data.X_test):,} samples), test loss {hist.test_loss[-1]:.4f}")
     say(f"trained {len(hist.loss)} epochs in {seconds:.2f}s wall time: {len(hist.loss) * n_train / seconds:,.0f} "
           f"samples/s")
-    if args.plot and (comm is None or comm.Get_rank() == 0):
-        _plot_history(hist, args.plot, f"{args.dataset} {sizes} {model.cost.name}, batch {B}, lr {lr:g}")
-        say(f"loss and accuracy curves: {args.plot}")
-    if args.save and (comm is None or comm.Get_rank() == 0):
-        if not _save_or_keep(model, args.save):
+    if rank != 0:
+        return 0
+    status = 0
+    if args.save:                            # the model first: nothing written after it can cost it
+        if _save_or_keep(model, args.save):
+            say(f"model saved to {args.save}")
+        else:
+            status = 1
+    if args.plot:
+        try:
+            _plot_history(hist, args.plot, f"{args.dataset} {sizes} {model.cost.name}, batch {B}, lr {lr:g}")
+        except Exception as e:
+            kept = f"the model is saved in {args.save}" if args.save and status == 0 else \
+                "the model was not saved (no --save)" if not args.save else "see above for the model"
+            print(f"error: the loss and accuracy curves could not be written to {args.plot} "
+                  f"({type(e).__name__}: {e}); {kept}", file=sys.stderr)
             return 1
-        say(f"model saved to {args.save}")
-    return 0
+        say(f"loss and accuracy curves: {args.plot}")
+    return status
 
 
-def _check_plot_path(path):
-    """--plot needs matplotlib and a writable .png path: checked before training, not after it."""
+def _check_plot_path(path, save=None) -> str:
+    """--plot needs matplotlib, a format it writes (judged by the extension; none means .png, as
+    matplotlib appends it) and a writable path that is not --save's: checked before training, not
+    after it.  Returns the path the plot will have."""
     from .validation import InputError
 
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib
+        matplotlib.use("Agg")
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
     except ImportError:
         raise InputError("--plot needs matplotlib, which is not installed: pip install 'gpubp[bench]'") from None
+    if path:
+        ext = os.path.splitext(path)[1].lower().lstrip(".")
+        formats = FigureCanvasAgg(Figure()).get_supported_filetypes()
+        if not ext:
+            path = f"{path}.{matplotlib.rcParams['savefig.format']}"     # what savefig would write
+        elif ext not in formats:
+            raise InputError(f"--plot {path}: matplotlib cannot write .{ext} files; use one of "
+                             f"{', '.join('.' + f for f in ('png', 'pdf', 'svg'))} (all: "
+                             f"{', '.join(sorted(formats))})")
+        if save and os.path.realpath(path) == os.path.realpath(save):
+            raise InputError(f"--plot {path} is the file --save writes the model to; give the curves their own "
+                             f"file, e.g. --plot curves.png")
     _check_output_file("--plot", path, "curves.png")
+    return path
 
 
 def _plot_history(hist, path, title):
@@ -292,7 +344,7 @@ def cmd_bench(args) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    groups = [g for g in args.groups.split(",") if g]
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()]
     unknown = sorted(set(groups) - set(bench.GROUPS)) if groups else ["(none)"]
     if unknown:
         print(f"error: --groups {args.groups!r}: unknown group(s) {', '.join(unknown)}; the groups are "
@@ -324,7 +376,11 @@ def cmd_bench(args) -> int:
 def cmd_check(args) -> int:
     from .check.run import PARTS, run
 
-    parts = [p for p in args.part.split(",") if p] if args.part else list(PARTS)
+    parts = [p.strip() for p in args.part.split(",") if p.strip()] if args.part is not None else list(PARTS)
+    if not parts:
+        print(f"error: --part {args.part!r} names no part; give one or more of {', '.join(PARTS)} (or leave "
+              f"--part out to run them all)", file=sys.stderr)
+        return 2
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         print(f"error: unknown --part {', '.join(unknown)}; the parts are {', '.join(PARTS)}", file=sys.stderr)
@@ -360,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--download", action="store_true",
                    help="mnist: fetch OpenML's mnist_784 with scikit-learn when the IDX files are not found")
     t.add_argument("--plot", metavar="FILE.png", help="draw the loss and accuracy curves per epoch")
-    t.add_argument("--allreduce", default="auto", choices=["auto", "host", "pinned", "nccl", "cuda-aware"],
+    t.add_argument("--allreduce", default=None, choices=["auto", "host", "pinned", "nccl", "cuda-aware"],
                    help="under mpiexec: how the ranks' gradients are summed (default auto: NCCL when every rank "
                         "has its own GPU and NCCL is installed, else MPI; cuda-aware only if your MPI is)")
     t.add_argument("--sizes", type=_int_list, help="layer widths, e.g. 64,64,10 (default: per data set)")
@@ -417,11 +473,15 @@ def main(argv=None) -> int:
     from .mlp import TrainingDiverged
     from .validation import InputError
 
+    from .parallel import RankFailed, reporter_of, this_rank
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (InputError, DatasetUnavailable, DeviceUnavailable, TrainingDiverged) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (InputError, DatasetUnavailable, DeviceUnavailable, TrainingDiverged, RankFailed) as e:
+        reporter = reporter_of(e)            # raised alike on every rank of an MPI job: one rank prints it
+        if reporter is None or reporter == this_rank():
+            print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -32,6 +33,7 @@ import numpy as np
 from . import persistence
 from .backend import get_backend
 from .costs import get_cost
+from . import parallel
 from .parallel import DataParallel, share
 from .progress import Progress
 from .validation import (InputError, check_dtype, check_memory, check_positive, check_seed, check_sizes,
@@ -39,6 +41,10 @@ from .validation import (InputError, check_dtype, check_memory, check_positive, 
 
 class TrainingDiverged(FloatingPointError):
     """The training loss became NaN or infinite."""
+
+
+class SaturationWarning(RuntimeWarning):
+    """Training ended with (nearly) every sigmoid saturated: σ'(z) = 0, so no gradient flows."""
 
 
 @dataclass
@@ -158,7 +164,7 @@ class MLP:
     # -- public API ----------------------------------------------------------
     def forward(self, X):
         """Output activations a_L for a batch X (n × sizes[0]), as an array of the backend."""
-        X = check_X(X, self.sizes[0], dtype=self.dtype)
+        X = self._checked_X(X)
         out = self.backend.empty((len(X), self.sizes[-1]), self.dtype)
         for start, stop, ws in self._chunks(X):
             out[start:stop] = self._feedforward(ws)
@@ -185,11 +191,15 @@ class MLP:
         """One mini-batch SGD step on (X, y); returns the batch's mean cost before the step.
 
         Fast path: when X is already an array of the model's dtype on its device (NumPy for
-        "numpy"/"emulated", CuPy for "cupy"), C-contiguous, B × sizes[0], and y is either
+        "numpy"/"emulated", CuPy for "cupy", or another library's tensor there, seen through
+        DLPack), C-contiguous, B × sizes[0], and y is either
         B integer labels or B × sizes[-1] targets of the model's dtype there, the checks
         cost O(1) plus one reduction over the batch (a NaN/Inf or out-of-range value sends
         it to the full checks, which name it), and X is read where it is, not copied."""
         hyper = self._hyper(lr, weight_decay, momentum)
+        ndarray = self.backend.xp.ndarray
+        if type(X) is not ndarray or type(y) is not ndarray:       # a PyTorch/JAX tensor: read in place
+            X, y = self.backend.from_dlpack(X, "X"), self.backend.from_dlpack(y, "y")
         ws = self._fast_batch(X, y)
         if ws is None:                                  # anything else: checked and copied
             ws = self._loaded(X, y)
@@ -228,7 +238,7 @@ class MLP:
 
     def _loaded(self, X, y):
         """The workspace of len(X) rows with the checked batch copied into it."""
-        X, Y = self.to_device(X, y)
+        X, Y = self._to_device(X, y)
         ws = self._workspace(len(X))
         ws.a[0][...] = X
         ws.y[...] = Y
@@ -238,18 +248,34 @@ class MLP:
         """(X, Y): the inputs and, if ``y`` is given, the targets (labels one-hot encoded,
         B × sizes[-1]), checked once and copied to the model's device in its dtype, for
         :meth:`stepper`.  Y is None without ``y``."""
-        X = check_X(X, self.sizes[0], names[0], dtype=self.dtype)
-        Y = None if y is None else check_targets(y, len(X), self.sizes[-1], self.dtype, names[1])
+        if y is None:
+            return self.backend.asarray(self._checked_X(X, names[0]), self.dtype), None
+        return self._to_device(X, y, names)
+
+    def _to_device(self, X, y, names=("X", "y")):
+        """(X, Y) checked and on the device; y is required (None is refused, naming it)."""
+        X = self._checked_X(X, names[0])
+        Y = check_targets(self.backend.from_dlpack(y, names[1]), len(X), self.sizes[-1], self.dtype, names[1])
         bk = self.backend
-        return bk.asarray(X, self.dtype), (None if Y is None else bk.asarray(Y, self.dtype))
+        return bk.asarray(X, self.dtype), bk.asarray(Y, self.dtype)
+
+    def _checked_X(self, X, name="X"):
+        """X checked (check_X) and ready for ``backend.asarray``: an array of another library through
+        DLPack (``backend.from_dlpack``: in place where it lives on the model's device), and an array of the
+        backend itself (CuPy on "cupy") kept as it is, not the host copy its checks read, so that one
+        already of the model's dtype is used without a copy."""
+        X = self.backend.from_dlpack(X, name)
+        checked = check_X(X, self.sizes[0], name, dtype=self.dtype)
+        return X if type(X) is self.backend.xp.ndarray else checked
 
     def stepper(self, X, Y, lr, weight_decay=0.0, momentum=0.0, with_loss=True) -> "Stepper":
         """SGD steps on rows of data already on the device: ``step = net.stepper(X, Y, lr=0.5)``,
         then ``step(idx)`` for each batch of row indices (an int64 array on the device).
 
         X, Y come from :meth:`to_device` (or are the backend's arrays of the model's dtype,
-        C-contiguous, X: n × sizes[0], Y: n × sizes[-1] targets).  Everything is checked
-        here, once; a step checks nothing, allocates nothing, and never waits for the
+        C-contiguous, X: n × sizes[0], Y: n × sizes[-1] targets in [0, 1]).  X and Y are checked
+        here, once (shapes, dtype, NaN/Inf, the targets' range); a step checks its index array in
+        O(1) plus one reduction (the range), allocates nothing, and otherwise never waits for the
         device.  ``fit`` runs its epochs on one of these."""
         return Stepper(self, X, Y, *self._hyper(lr, weight_decay, momentum), with_loss=with_loss)
 
@@ -295,30 +321,55 @@ class MLP:
                     data; batch_size stays the global batch.  Only rank 0 shows progress.
         allreduce   how the ranks' gradients are summed: "auto", "host", "pinned", "nccl",
                     "cuda-aware" (see gpubp.parallel); ``self.parallel_reason`` says which ran
-        Raises TrainingDiverged, naming epoch and step, if the loss turns NaN/Inf.
+        Raises TrainingDiverged, naming epoch and step, if the loss turns NaN/Inf; warns
+        (SaturationWarning) if training ends with nearly every sigmoid saturated.
+
+        With ``comm``, the ranks agree in one collective before the first step on what they run
+        (sizes, loss, dtype, backend, the hyper-parameters, the data's length and checksums); a
+        rank whose checks fail, or a disagreement, is an error on every rank (RankFailed on the
+        others, naming the rank and the values), and so is a failure at an epoch's end (the test
+        evaluation, the callback) or a callback that stops some ranks only.  A rank that fails
+        inside a step, while the others wait in its all-reduce, aborts the MPI job.
         """
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-            raise InputError(f"epochs must be a positive integer, got {epochs!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        X, Y = self.to_device(X, y)
-        test = None
-        if test_data is not None:        # checked and uploaded once, evaluated after every epoch
-            if isinstance(test_data, (str, bytes, dict)) or not hasattr(test_data, "__len__") or len(test_data) != 2:
-                raise InputError(f"test_data must be a pair (X_test, y_test), got {type(test_data).__name__}"
-                                 + (f" of {len(test_data)}" if hasattr(test_data, "__len__") else ""))
-            X_test, y_test = test_data
-            Xt, Yt = self.to_device(X_test, y_test, names=("X_test", "y_test"))
-            test = (Xt, Yt, self._labels(self.backend.to_numpy(Yt)))
-        if comm is not None and comm.Get_size() > 1:
+        comm = parallel.communicator(comm)          # None: one process
+        plan = error = None
+        try:                                        # every check, on every rank, before any collective
+            if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+                raise InputError(f"epochs must be a positive integer, got {epochs!r}")
+            if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+                raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+            X, Y = self._to_device(X, y)
+            test = None
+            if test_data is not None:        # checked and uploaded once, evaluated after every epoch
+                if isinstance(test_data, (str, bytes, dict)) or not hasattr(test_data, "__len__") \
+                        or len(test_data) != 2:
+                    raise InputError(f"test_data must be a pair (X_test, y_test), got {type(test_data).__name__}"
+                                     + (f" of {len(test_data)}" if hasattr(test_data, "__len__") else ""))
+                X_test, y_test = test_data
+                Xt, Yt = self._to_device(X_test, y_test, names=("X_test", "y_test"))
+                test = (Xt, Yt, self._labels(self.backend.to_numpy(Yt)))
+            hyper = self._hyper(lr, weight_decay, momentum)
+            if comm is not None:
+                parallel.check_allreduce(allreduce)
+                plan = {"sizes": self.sizes, "loss": self.cost.name, "dtype": self.dtype.name,
+                        "backend": self.backend.name, "epochs": int(epochs), "batch size": int(batch_size),
+                        "lr": hyper[0], "weight decay": hyper[1], "momentum": hyper[2], "shuffle": bool(shuffle),
+                        "allreduce": allreduce, "samples": len(X), "X checksum": parallel.checksum(X),
+                        "y checksum": parallel.checksum(Y), "test samples": 0 if test is None else len(test[0])}
+        except Exception as e:
+            if comm is None:
+                raise
+            error = e
+        if comm is not None:
+            parallel.agree(comm, plan, error)       # raises on every rank if one failed or they disagree
             dp = DataParallel(self, comm, allreduce)
             self.parallel_reason = f"{dp.size} ranks: {dp.reason}"
-            step = ParallelStepper(self, X, Y, *self._hyper(lr, weight_decay, momentum), dp=dp)
+            step = ParallelStepper(self, X, Y, *hyper, dp=dp)
             dp.broadcast(self.W[1:] + self.b[1:] + (self.vW[1:] + self.vb[1:] if self.vW is not None else []))
             if dp.rank != 0:
                 progress = False
         else:
-            step = self.stepper(X, Y, lr, weight_decay, momentum)
+            step = Stepper(self, X, Y, *hyper)
         n = len(X)
         B = min(int(batch_size), n)
         steps = -(-n // B)
@@ -330,54 +381,94 @@ class MLP:
         finally:
             self.backend.release_steps()           # captured graphs hold this fit's data arrays
             bar.close()
+        self._warn_if_saturated(step.ws, step.eta)
         return hist
 
     def _fit_epochs(self, step, epochs, B, steps, shuffle, test, callback, bar, hist):
         """The epochs of ``fit``.  Each step's mean cost stays on the device
         (``losses``) and is read back, and checked, only when the progress bar
         redraws, every ``CHECK_EVERY`` seconds and at the end of an epoch: a
-        GPU queues steps without waiting for each one to finish."""
+        GPU queues steps without waiting for each one to finish.  (Data-parallel
+        ranks read every ``step.check_every`` steps instead, alike, so that a
+        divergence stops them all at the same step.)"""
         bk, n = self.backend, len(step.X)
         rows = np.full(steps, B, dtype=np.float64)
         rows[-1] = n - (steps - 1) * B                    # the last batch of an epoch may be short
         losses = bk.empty(steps, self.dtype)              # mean cost of each step of this epoch
+        every = step.check_every
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
-            order = step.order(self.rng.permutation(n) if shuffle else np.arange(n))   # rank 0's, in parallel
-            order = bk.asarray(order, np.int64)
-            next_check = t0 + self.CHECK_EVERY
-            for k in range(steps):
-                step(order[k * B:(k + 1) * B], loss_out=losses[k:k + 1])
-                draw = bar.tick()
-                if draw or time.perf_counter() >= next_check:
-                    total = self._read_losses(losses, rows, k + 1, epoch, steps, step.eta)
-                    next_check = time.perf_counter() + self.CHECK_EVERY
-                    if draw:
-                        bar.draw(f"epoch {epoch}/{epochs} loss {total / rows[:k + 1].sum():.4f}")
-            hist.loss.append(self._read_losses(losses, rows, steps, epoch, steps, step.eta) / n)
-            self._check_parameters(epoch, step.eta)   # the last step's update has no loss after it
-            if test is not None:
-                ev = self._evaluate_on(*test)
-                hist.test_loss.append(ev["loss"])
-                hist.test_accuracy.append(ev["accuracy"])
-            hist.seconds.append(time.perf_counter() - t0)
-            bar.epoch_done(epoch, epochs, hist)
-            if callback is not None and callback(epoch, hist) is False:
+            try:
+                order = step.order(self.rng.permutation(n) if shuffle else np.arange(n))   # rank 0's, in parallel
+                read, total = 0, 0.0                      # steps whose cost has been read, and their summed cost
+                next_check = t0 + self.CHECK_EVERY
+                for k in range(steps):
+                    step(order[k * B:(k + 1) * B], loss_out=losses[k:k + 1])
+                    draw = bar.tick()
+                    if (draw or time.perf_counter() >= next_check) if every is None else (k + 1) % every == 0:
+                        total += self._read_losses(losses, rows, read, k + 1, epoch, steps, step.eta)
+                        read, next_check = k + 1, time.perf_counter() + self.CHECK_EVERY
+                    if draw and read:
+                        bar.draw(f"epoch {epoch}/{epochs} loss {total / rows[:read].sum():.4f}")
+                total += self._read_losses(losses, rows, read, steps, epoch, steps, step.eta)
+            except BaseException as e:
+                step.failed(e, f"in epoch {epoch}")       # a data-parallel rank alone: the job is aborted
+                raise
+            stop, error = False, None
+            try:                                          # the epoch's end: each rank's own work
+                hist.loss.append(total / n)
+                self._check_parameters(epoch, step.eta)   # the last step's update has no loss after it
+                if test is not None:
+                    ev = self._evaluate_on(*test)
+                    hist.test_loss.append(ev["loss"])
+                    hist.test_accuracy.append(ev["accuracy"])
+                hist.seconds.append(time.perf_counter() - t0)
+                bar.epoch_done(epoch, epochs, hist)
+                stop = callback is not None and callback(epoch, hist) is False
+            except Exception as e:
+                error = e
+            if step.epoch_end(epoch, stop, error):       # data-parallel: every rank learns of the others
                 break
 
     CHECK_EVERY = 0.1   # seconds between reads of the training loss during an epoch
 
-    def _read_losses(self, losses, rows, k, epoch, steps, eta):
-        """The summed cost of the first ``k`` steps of the epoch (read from the
-        device, so it waits for them); raises TrainingDiverged naming the first
-        step whose cost is NaN or infinite."""
-        got = self.backend.to_numpy(losses[:k]).astype(np.float64)
+    def _read_losses(self, losses, rows, lo, hi, epoch, steps, eta):
+        """The summed cost of steps lo … hi−1 of the epoch (read from the device,
+        so it waits for them); raises TrainingDiverged naming the first step
+        whose cost is NaN or infinite."""
+        if hi <= lo:
+            return 0.0
+        got = self.backend.to_numpy(losses[lo:hi]).astype(np.float64)
         bad = np.flatnonzero(~np.isfinite(got))
         if bad.size:
             raise TrainingDiverged(
-                f"the training loss became {got[bad[0]]} at epoch {epoch}, step {bad[0] + 1} of {steps}; "
+                f"the training loss became {got[bad[0]]} at epoch {epoch}, step {lo + bad[0] + 1} of {steps}; "
                 f"lower the learning rate (lr={eta:g}) or check the data for extreme values")
-        return float(got @ rows[:k])
+        return float(got @ rows[lo:hi])
+
+    #: the share of σ' = a(1 − a) values below the dtype's epsilon on the last batch beyond which fit warns
+    SATURATED = 0.99
+
+    def _warn_if_saturated(self, ws, eta):
+        """Warn if nearly every unit of the last batch is saturated (σ'(z) = a(1 − a) below the dtype's
+        epsilon, so an error flowing back through it vanishes): the loss then stays flat without diverging,
+        typically after a learning rate so large that the weights grew by orders of magnitude.
+        The hidden layers count, and the output layer for MSE (cross-entropy's δ_L has no σ')."""
+        if ws is None:
+            return
+        xp, last = self.backend.xp, self.L + (1 if self.cost.name == "mse" else 0)
+        layers = [ws.a[l] for l in range(1, last)]
+        if not layers:
+            return
+        eps = float(np.finfo(self.dtype).eps)       # σ' below it: an error through the unit is lost in rounding
+        flat = sum(int(xp.count_nonzero(a * (1 - a) < eps)) for a in layers)
+        units = sum(int(a.size) for a in layers)
+        if flat >= self.SATURATED * units:
+            largest = max(float(xp.abs(w).max()) for w in self.W[1:])
+            warnings.warn(f"training ended with {flat / units:.1%} of the sigmoids of the last batch saturated "
+                          f"(σ'(z) < {eps:.2g}, so no gradient flows through them) and weights up to |W| = "
+                          f"{largest:.3g}: the loss cannot improve; lower the learning rate (lr={eta:g}) and "
+                          f"retrain, or standardise the inputs", SaturationWarning, stacklevel=3)
 
     def _check_parameters(self, epoch, eta):
         """Raise TrainingDiverged if a weight or bias is NaN or infinite (one reduction per array)."""
@@ -412,8 +503,8 @@ class MLP:
 
     def evaluate(self, X, y) -> dict:
         """{"loss": mean per-sample cost, "accuracy": fraction of correct labels, "n": samples}."""
-        X = check_X(X, self.sizes[0], dtype=self.dtype)
-        Y = check_targets(y, len(X), self.sizes[-1], self.dtype)
+        X = self._checked_X(X)
+        Y = check_targets(self.backend.from_dlpack(y, "y"), len(X), self.sizes[-1], self.dtype)
         return self._evaluate_on(X, Y, self._labels(Y))
 
     def _evaluate_on(self, X, Y, labels) -> dict:
@@ -455,8 +546,17 @@ class Stepper:
     workspace (``take(out=)``: nothing is allocated) and runs one training
     step; the backend runs it directly or replays it as a CUDA graph.  The
     per-sample costs are left in the workspace; ``loss_out`` (a 1-element
-    device array) receives their mean, on the device: nothing waits for it.
+    device array of the model's dtype) receives their mean, on the device:
+    nothing waits for it.
+
+    ``idx`` is checked on every call: a 1-D int64 array of the backend, not
+    empty (O(1)), every index in [0, len(X)) (one reduction, which on a GPU
+    waits for it).  Slices of the epoch order that ``fit`` checked once
+    (:meth:`order`) skip the reduction.
     """
+
+    ws = None              # the workspace of the last step (fit reads its activations at the end)
+    check_every = None     # fit reads the losses on its own clock (a ParallelStepper: every k steps)
 
     def __init__(self, model, X, Y, eta, lmbda, mu, with_loss=True):
         n_in, n_out, dtype, xp = model.sizes[0], model.sizes[-1], model.dtype, model.backend.xp
@@ -469,18 +569,60 @@ class Stepper:
                                  f"pass the arrays net.to_device(X, y) returns")
         if len(X) != len(Y):
             raise InputError(f"stepper: X has {len(X)} rows but Y has {len(Y)}; pass one target row per sample")
+        if len(X) == 0:
+            raise InputError("stepper: X has no rows; pass at least one sample")
+        for name, arr in (("X", X), ("Y", Y)):        # what step() checks, once here
+            bad = ~xp.isfinite(arr)
+            if bool(bad.any()):
+                r, c = (int(i) for i in xp.argwhere(bad)[0])
+                raise InputError(f"stepper: {name} contains {int(bad.sum())} NaN/Inf value(s), the first at row "
+                                 f"{r}, column {c}; remove or impute them (net.to_device(X, y) names them too)")
+        if bool((Y < 0).any()) or bool((Y > 1).any()):
+            raise InputError("stepper: Y holds targets outside [0, 1] (the output layer is a sigmoid); pass the "
+                             "targets net.to_device(X, y) makes from labels, or scale them into [0, 1]")
         self.model, self.X, self.Y = model, X, Y
         self.eta, self.lmbda, self.mu, self.with_loss = eta, lmbda, mu, with_loss
+        self._ndarray, self._order = xp.ndarray, None
 
-    @staticmethod
-    def order(order):
-        """The rows' order for an epoch (a ParallelStepper makes it rank 0's)."""
+    def order(self, order):
+        """The rows' order for an epoch as a device array (a ParallelStepper makes it rank 0's), checked
+        once: steps on its slices skip the range check."""
+        order = self.model.backend.asarray(order, np.int64)
+        if order.base is not None:                      # its slices must have it as their base
+            order = order.copy()
+        self._check_rows(order)
+        self._order = order
         return order
 
+    def _check_rows(self, idx):
+        """Every index in [0, len(X)) (one reduction: a negative int64 is a huge uint64)."""
+        n = len(self.X)
+        if int(idx.view(np.uint64).max()) >= n:
+            lo, hi = int(idx.min()), int(idx.max())
+            raise InputError(f"stepper: row index {lo if lo < 0 else hi} is out of range for X's {n} rows; every "
+                             f"index must be in [0, {n})")
+
+    def _checked(self, idx, loss_out):
+        """The O(1) checks of a step's arguments, and the range of idx unless it slices the checked order."""
+        if type(idx) is not self._ndarray or idx.dtype != np.int64 or idx.ndim != 1 or idx.shape[0] == 0:
+            xp = self.model.backend.xp
+            raise InputError(
+                f"stepper: idx must be a non-empty 1-D int64 {xp.__name__} array of row indices, got "
+                f"{type(idx).__name__} {getattr(idx, 'dtype', '')} {getattr(idx, 'shape', '')}; e.g. "
+                f"{xp.__name__}.asarray(rows, dtype={xp.__name__}.int64)")
+        if idx.base is None or idx.base is not self._order:
+            self._check_rows(idx)
+        if loss_out is not None and (type(loss_out) is not self._ndarray or loss_out.shape != (1,)
+                                     or loss_out.dtype != self.model.dtype):
+            raise InputError(f"stepper: loss_out must be a 1-element {self.model.dtype} array on the model's device "
+                             f"(e.g. a slice losses[k:k+1]), got {type(loss_out).__name__} "
+                             f"{getattr(loss_out, 'dtype', '')} {getattr(loss_out, 'shape', '')}")
+
     def __call__(self, idx, loss_out=None) -> None:
+        self._checked(idx, loss_out)
         model, X, Y = self.model, self.X, self.Y
         bk = model.backend
-        ws = model._workspace(len(idx))
+        ws = self.ws = model._workspace(len(idx))
 
         def gather_and_step(idx):
             bk.take_rows(X, idx, out=ws.a[0])
@@ -493,24 +635,41 @@ class Stepper:
         if self.with_loss and loss_out is not None:
             bk.mean(ws.loss, out=loss_out)
 
+    # -- what fit asks of a stepper around its steps (a ParallelStepper involves the other ranks) --------
+    def failed(self, error, where) -> None:
+        """A step (or the loss read between steps) raised ``error``: fit lets it propagate."""
+
+    def epoch_end(self, epoch, stop, error) -> bool:
+        """The end of an epoch: raise ``error`` if the epoch's end failed, else True to stop training."""
+        if error is not None:
+            raise error
+        return stop
+
 
 class ParallelStepper(Stepper):
     """One synchronous data-parallel SGD step of the global batch ``idx`` (see gpubp.parallel): this
     rank's share of the rows, their gradient sums into the flat buffer, one all-reduce, the mean, and
-    the identical update on every rank.  ``loss_out`` receives the global mean cost."""
+    the identical update on every rank.  ``loss_out`` receives the global mean cost.
+
+    The ranks read the step losses alike, every ``check_every`` steps (every step when the summed
+    buffer is on the host anyway), so a divergence stops them at the same step; an epoch ends with
+    one collective (:func:`gpubp.parallel.epoch_end`); a rank that fails inside a step, where the
+    others wait in the all-reduce for it, aborts the job."""
 
     def __init__(self, model, X, Y, eta, lmbda, mu, dp):
         super().__init__(model, X, Y, eta, lmbda, mu, with_loss=True)
         self.dp = dp
+        self.check_every = 1 if dp.path in ("host", "pinned") else 32
 
     def order(self, order):
-        return self.dp.bcast_order(order)
+        return super().order(self.dp.bcast_order(order))
 
     def __call__(self, idx, loss_out=None) -> None:
+        self._checked(idx, loss_out)
         model, bk, dp = self.model, self.model.backend, self.dp
         lo, hi = share(0, len(idx), dp.rank, dp.size)
         mine = idx[lo:hi]
-        ws = model._workspace(len(mine))
+        ws = self.ws = model._workspace(len(mine))
         bk.take_rows(self.X, mine, out=ws.a[0])
         bk.take_rows(self.Y, mine, out=ws.y)
         model._feedforward(ws)
@@ -527,3 +686,12 @@ class ParallelStepper(Stepper):
             bk.sgd_update(model.W[l], model.b[l], dW, db, vW, vb, eta=self.eta, lmbda=self.lmbda, mu=self.mu)
         if loss_out is not None:
             loss_out[...] = dp.loss_sum
+
+    def failed(self, error, where) -> None:
+        if isinstance(error, TrainingDiverged):             # every rank read the same losses at the same step
+            parallel.mark_collective(error, 0)
+        elif parallel.reporter_of(error) is None:
+            parallel.abort(self.dp.comm, error, where)
+
+    def epoch_end(self, epoch, stop, error) -> bool:
+        return parallel.epoch_end(self.dp.comm, epoch, stop, error)

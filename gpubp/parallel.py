@@ -28,6 +28,8 @@ How the buffer is summed (``net_reason`` of the fit's DataParallel says which):
 from __future__ import annotations
 
 import os
+import sys
+import zlib
 
 import numpy as np
 
@@ -41,6 +43,172 @@ LAUNCHER_ENV = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MP
 def launched_by_mpi() -> bool:
     """True inside a rank that mpiexec/mpirun/srun started (no MPI is initialised to find out)."""
     return any(k in os.environ for k in LAUNCHER_ENV)
+
+
+class RankFailed(RuntimeError):
+    """A data-parallel fit stopped on every rank together: one rank failed (it raises its own error;
+    the others raise this, naming it), or the ranks disagree on what they run.  ``rank`` is the rank
+    that failed (or that differs), ``reporter`` the one rank that prints the full message."""
+
+    def __init__(self, message: str, rank: int, reporter: int):
+        super().__init__(message)
+        self.rank, self.reporter = rank, reporter
+        mark_collective(self, reporter)
+
+
+def mark_collective(error: BaseException, reporter: int) -> BaseException:
+    """Mark ``error`` as raised on every rank of the job alike, ``reporter`` being the rank that
+    reports it: nobody waits, so nothing needs to be aborted (see :func:`abort_on_uncaught`)."""
+    try:
+        error.gpubp_reporter = reporter
+    except AttributeError:           # an exception type with __slots__
+        pass
+    return error
+
+
+def reporter_of(error: BaseException) -> int | None:
+    """The rank that reports a collective error (:func:`mark_collective`), or None for a local one."""
+    return getattr(error, "gpubp_reporter", None)
+
+
+def communicator(comm):
+    """``comm`` checked: None for None or a one-rank communicator (a plain fit runs), the communicator
+    itself for more ranks; anything that is not an mpi4py intra-communicator is an InputError."""
+    if comm is None:
+        return None
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise InputError(f"comm={type(comm).__name__} was given but mpi4py is not installed; data-parallel "
+                         f"training needs it: pip install 'gpubp[mpi]', then pass comm=MPI.COMM_WORLD") from None
+    if not isinstance(comm, MPI.Comm):
+        raise InputError(f"comm must be an mpi4py communicator such as MPI.COMM_WORLD (from mpi4py import MPI), "
+                         f"got {type(comm).__name__}")
+    if comm == MPI.COMM_NULL:
+        raise InputError("comm is MPI.COMM_NULL (this process is not in the communicator); pass MPI.COMM_WORLD or "
+                         "a communicator this rank belongs to")
+    if comm.Is_inter():
+        raise InputError("comm is an inter-communicator; data-parallel fit needs an intra-communicator such as "
+                         "MPI.COMM_WORLD")
+    return comm if comm.Get_size() > 1 else None
+
+
+def describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _gathered_failure(comm, statuses, error, where: str):
+    """Raise on every rank if any rank's status carries an error: this rank's own error if it has one,
+    else RankFailed naming the first failing rank.  ``statuses[r][1]`` is rank r's message or None."""
+    failed = [(r, message) for r, (_, message) in enumerate(statuses) if message is not None]
+    if not failed:
+        return
+    first, message = failed[0]
+    if error is not None:
+        raise mark_collective(error, first)
+    others = f" (and rank(s) {', '.join(str(r) for r, _ in failed[1:])})" if len(failed) > 1 else ""
+    raise RankFailed(f"rank {first}{others} failed {where}: {message}", first, first)
+
+
+def agree(comm, plan: dict | None, error: BaseException | None, where: str = "before training") -> None:
+    """One collective before the first step: every rank gives what it is about to run (``plan``: sizes,
+    hyper-parameters, data length and checksums, …) or the error that stopped its checks.  Returns on
+    every rank when all have a plan and the plans agree; else raises on every rank alike (each marked
+    :func:`mark_collective`): a failing rank its own error, the others :class:`RankFailed` naming it;
+    a disagreement as RankFailed naming the field, the rank and both values."""
+    statuses = comm.allgather((plan, None if error is None else describe(error)))
+    _gathered_failure(comm, statuses, error, where)
+    ref = statuses[0][0]
+    differ = []
+    for r, (p, _) in enumerate(statuses[1:], start=1):
+        for key in ref:
+            if p.get(key) != ref[key]:
+                differ.append((r, key, ref[key], p.get(key)))
+    if differ:
+        lines = "; ".join(f"{key}: rank 0 has {a!r}, rank {r} has {b!r}" for r, key, a, b in differ[:6])
+        more = f" (and {len(differ) - 6} more)" if len(differ) > 6 else ""
+        data = any(key in ("samples", "X checksum", "y checksum") for _, key, _, _ in differ)
+        raise RankFailed(f"the ranks of a data-parallel fit must run the same fit"
+                         f"{' on the same data' if data else ''}, but {lines}{more}; give every rank the same "
+                         f"arguments{' and the same X, y (every rank takes its share of each batch itself)' if data else ''}",
+                         differ[0][0], 0)
+
+
+def epoch_end(comm, epoch: int, stop: bool, error: BaseException | None) -> bool:
+    """The collective at the end of every epoch: True if the callback stopped training on every rank;
+    raises on every rank alike if a rank failed in its epoch-end work (the test evaluation, the
+    callback) or if the callback stopped training on some ranks only."""
+    statuses = comm.allgather((bool(stop), None if error is None else describe(error)))
+    _gathered_failure(comm, statuses, error, f"at the end of epoch {epoch}")
+    stopped = [r for r, (s, _) in enumerate(statuses) if s]
+    if stopped and len(stopped) < len(statuses):
+        going = [r for r, (s, _) in enumerate(statuses) if not s]
+        raise RankFailed(f"the callback stopped training after epoch {epoch} on rank(s) "
+                         f"{', '.join(map(str, stopped))} but not on rank(s) {', '.join(map(str, going))}: in a "
+                         f"data-parallel fit every rank must stop together (decide on one rank and share the "
+                         f"decision with comm.bcast, or decide from the history, which every rank has alike)",
+                         stopped[0], 0)
+    return bool(stopped)
+
+
+def checksum(arr) -> int:
+    """A CRC-32 of an array's bytes (a host copy for a CuPy array): ranks compare their data by it."""
+    host = arr if isinstance(arr, np.ndarray) else arr.get()
+    return zlib.crc32(memoryview(np.ascontiguousarray(host)).cast("B"))
+
+
+def abort(comm, error: BaseException, where: str) -> None:
+    """End the whole job from a rank whose error the others cannot learn of: they wait in a collective
+    (the step's all-reduce) that this rank will never join, so MPI_Abort is the only way out."""
+    import traceback
+    rank = comm.Get_rank()
+    traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+    print(f"gpubp: rank {rank} failed {where} (the {type(error).__name__} above) while the other ranks wait for "
+          f"it in the all-reduce: aborting the MPI job", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    comm.Abort(1)
+
+
+def this_rank() -> int:
+    """This process's rank in MPI.COMM_WORLD if MPI is running, else 0 (nothing is initialised to find out)."""
+    MPI = sys.modules.get("mpi4py.MPI")
+    if MPI is None or not MPI.Is_initialized() or MPI.Is_finalized():
+        return 0
+    return MPI.COMM_WORLD.Get_rank()
+
+
+_HOOKED = False
+
+
+def abort_on_uncaught() -> None:
+    """What ``python -m mpi4py`` does, for any script that imports gpubp under mpiexec: an exception
+    that no code catches, on one rank of a job of more than one, aborts the job (MPI_Abort) instead of
+    leaving the other ranks waiting for ever in their next collective.  Errors that every rank raises
+    alike (:func:`mark_collective`) are printed by the rank that reports them (one line elsewhere) and
+    need no abort.  Set GPUBP_MPI_ABORT=0 to keep Python's own behaviour."""
+    global _HOOKED
+    if _HOOKED or os.environ.get("GPUBP_MPI_ABORT", "1") == "0":
+        return
+    _HOOKED = True
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        MPI = sys.modules.get("mpi4py.MPI")
+        live = MPI is not None and MPI.Is_initialized() and not MPI.Is_finalized()
+        rank, size = (MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()) if live else (0, 1)
+        reporter = reporter_of(value) if value is not None else None
+        if size > 1 and reporter is not None and reporter != rank:
+            print(f"gpubp rank {rank}: stopped with every rank ({kind.__name__}; rank {reporter} prints why)",
+                  file=sys.stderr, flush=True)
+        else:
+            previous(kind, value, tb)
+        if size > 1 and reporter is None:
+            print(f"gpubp rank {rank}: uncaught {kind.__name__}: aborting the MPI job so that no rank waits for "
+                  f"this one (GPUBP_MPI_ABORT=0 to turn this off)", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            MPI.COMM_WORLD.Abort(1)
+
+    sys.excepthook = hook
 
 
 def world():
@@ -84,12 +252,16 @@ def share(lo: int, hi: int, rank: int, size: int) -> tuple[int, int]:
     return lo + rank * n // size, lo + (rank + 1) * n // size
 
 
+def check_allreduce(allreduce) -> None:
+    if allreduce not in ALLREDUCE:
+        raise InputError(f"allreduce must be one of {', '.join(ALLREDUCE)}, got {allreduce!r}")
+
+
 class DataParallel:
     """One rank's part of a data-parallel fit: the flat gradient buffer and how it is summed."""
 
     def __init__(self, model, comm, allreduce="auto"):
-        if allreduce not in ALLREDUCE:
-            raise InputError(f"allreduce must be one of {', '.join(ALLREDUCE)}, got {allreduce!r}")
+        check_allreduce(allreduce)
         if not all(hasattr(comm, m) for m in ("Get_rank", "Get_size", "Allreduce", "Bcast")):
             raise InputError(f"comm must be an mpi4py communicator (MPI.COMM_WORLD), got {type(comm).__name__}")
         self.model, self.comm = model, comm

@@ -17,13 +17,79 @@ class InputError(ValueError):
 _RaggedWarning = getattr(getattr(np, "exceptions", np), "VisibleDeprecationWarning")
 
 
+#: DLPack device types (dlpack.h's DLDeviceType) by number, and those whose memory the host reads in place
+#: (np.from_dlpack takes exactly these: the CPU's, CUDA and ROCm pinned host memory, CUDA managed memory)
+DLPACK_DEVICES = {1: "CPU", 2: "CUDA", 3: "CUDA pinned host", 4: "OpenCL", 7: "Vulkan", 8: "Metal", 9: "VPI",
+                  10: "ROCm", 11: "ROCm pinned host", 12: "ExtDev", 13: "CUDA managed", 14: "oneAPI"}
+DLPACK_HOST = frozenset({1, 3, 11, 13})
+DLPACK_CUDA, DLPACK_CUDA_MANAGED = 2, 13
+
+
+def dlpack_device(x) -> tuple[int, int] | None:
+    """(device type, device id) of an array from another library that exports DLPack (a PyTorch tensor,
+    a JAX array, …: ``__dlpack__`` and ``__dlpack_device__``), else None."""
+    if not (hasattr(x, "__dlpack_device__") and hasattr(x, "__dlpack__")):
+        return None
+    try:
+        kind, index = x.__dlpack_device__()
+        return int(kind), int(index)
+    except Exception as e:
+        raise InputError(f"{_library_name(x)} says it exports DLPack but __dlpack_device__() failed ({e}); "
+                         f"pass a NumPy array") from None
+
+
+def _library_name(x) -> str:
+    """'torch.Tensor', 'jaxlib.ArrayImpl': the array's library and class, for messages."""
+    return f"{type(x).__module__.split('.')[0]}.{type(x).__name__}"
+
+
+def dlpack_to_host_fix(x, name: str) -> str:
+    """How to bring ``x`` into host memory, in its library's words."""
+    lib = type(x).__module__.split(".")[0]
+    if lib == "torch":
+        return f"{name}.cpu()"
+    if lib in ("jax", "jaxlib"):
+        return f"jax.device_put({name}, jax.devices('cpu')[0])"
+    if lib == "cupy":
+        return f"{name}.get()"
+    return f"its library's copy to the host (PyTorch: {name}.cpu())"
+
+
+def from_dlpack(x, name: str, xp=np, device: tuple[int, int] | None = None):
+    """``xp.from_dlpack(x)``: the same memory seen as an ``xp`` array, no copy; what DLPack refuses (a
+    tensor that requires grad, a dtype NumPy lacks such as bfloat16) is an InputError saying why."""
+    try:
+        return xp.from_dlpack(x)
+    except Exception as e:       # BufferError, RuntimeError, TypeError, ValueError: each library its own
+        where = "" if device is None else f" on {DLPACK_DEVICES.get(device[0], f'device type {device[0]}')}"
+        raise InputError(f"{name} ({_library_name(x)}{where}, dtype {getattr(x, 'dtype', '?')}) cannot be read "
+                         f"through DLPack: {type(e).__name__}: {e}; pass a float32 or float64 array (for PyTorch: "
+                         f"{name}.detach().float()), or a NumPy array") from None
+
+
+def not_on_host_error(x, name: str, device: tuple[int, int]) -> InputError:
+    """The error for a tensor in device memory given to a model whose arrays are in host memory."""
+    kind, index = device
+    where = f"{DLPACK_DEVICES.get(kind, f'DLPack device type {kind}')} device {index}"
+    return InputError(f"{name} is a {_library_name(x)} on {where} (DLPack device {device}), but this model computes "
+                      f"in host memory (the numpy and emulated backends): copy it to the host with "
+                      f"{dlpack_to_host_fix(x, name)}, or build the model with backend='cupy' to train on the GPU")
+
+
 def as_host_array(x, name: str) -> np.ndarray:
-    """A NumPy array of ``x``: a NumPy array as it is, a CuPy array copied to the host, a pandas
-    DataFrame or Series through ``to_numpy()``, a list through ``np.asarray`` (ragged lists refused)."""
+    """A NumPy array of ``x``: a NumPy array as it is, a CuPy array copied to the host, an array of another
+    library in host memory (a PyTorch CPU tensor, a JAX CPU array: anything exporting DLPack) seen in place
+    by ``np.from_dlpack`` (one in device memory is refused, naming the fix), a pandas DataFrame or Series
+    through ``to_numpy()``, a list through ``np.asarray`` (ragged lists refused)."""
     if isinstance(x, np.ndarray):
         return x
     if type(x).__module__.split(".")[0] == "cupy":        # checked on the host
         return x.get()
+    device = dlpack_device(x)
+    if device is not None:
+        if device[0] not in DLPACK_HOST:
+            raise not_on_host_error(x, name, device)
+        return from_dlpack(x, name, np, device)
     if hasattr(x, "to_numpy") and callable(x.to_numpy):  # pandas, polars, xarray, …
         x = x.to_numpy()
     try:
@@ -104,12 +170,16 @@ def check_targets(y, n_samples: int, n_out: int, dtype, name: str = "y") -> np.n
     (``"y_test"`` for the test labels, whose samples are ``X_test``).
     """
     x_name = "X" + name[1:] if name.startswith("y") else "X"
+    if y is None:
+        raise InputError(f"{name} is None; pass what {x_name} should produce: {n_samples} integer class labels in "
+                         f"[0, {n_out})" + (" (0/1 for a 1-unit output)" if n_out == 1 else "")
+                         + f", or targets of shape ({n_samples}, {n_out}) in [0, 1]")
     y = as_host_array(y, name)
     if y.dtype.kind not in "biuf":
         raise InputError(f"{name} has dtype {y.dtype}, which is not numeric; pass integer class labels "
                          f"or float targets")
-    if y.ndim == 2 and y.shape[1] == 1 and n_out == 1:
-        y = y[:, 0]
+    if y.ndim == 2 and y.shape[1] == 1 and n_out == 1 and y.dtype.kind in "biu":    # a column of labels
+        y = y[:, 0]                                     # (a float column: targets in [0, 1])
     if y.shape[:1] != (n_samples,):
         raise InputError(f"{name} has {y.shape[0] if y.ndim else 0} sample(s) (shape {y.shape}) but {x_name} has {n_samples}; "
                          "pass one label (or one target row) per sample")

@@ -65,6 +65,51 @@ def test_a_rank_that_dies_stops_the_others_instead_of_hanging(tmp_path):
     assert not (tmp_path / "x.npz").exists()
 
 
+FAILING = ROOT / "tests" / "mpi" / "failing_ranks.py"
+
+
+@needs_mpi
+@pytest.mark.parametrize("scenario, message", [
+    ("before", "ValueError: rank 1 failed before fit"),                       # the user's script, before fit
+    ("uncaught", "KeyError: 'rank 1 failed between two fits'"),              # ... between two fits
+    ("labels", "InputError: labels must be integers in [0, 3)"),              # fit's checks, on rank 1 only
+    ("callback", "RuntimeError: rank 1's callback failed at epoch 2"),
+    ("midstep", "MemoryError: rank 1 ran out of memory in step 7"),           # inside a step: the job aborts
+    ("lengths", "samples: rank 0 has 40, rank 1 has 30"),
+    ("data", "X checksum: rank 0 has "),
+    ("epochs", "epochs: rank 0 has 3, rank 1 has 4"),
+    ("sizes", "sizes: rank 0 has [5, 6, 3], rank 1 has [5, 7, 3]"),
+    ("dtype", "dtype: rank 0 has 'float32', rank 1 has 'float64'"),
+    ("stop", "the callback stopped training after epoch 2 on rank(s) 0 but not on rank(s) 1"),
+    ("diverge", "the training loss became nan at epoch 1, step"),             # every rank at the same step
+])
+def test_a_failing_rank_ends_every_rank_with_its_message_once(scenario, message):
+    """Each of these hung until killed: now every rank ends (within the 30 s timeout), the exit is
+    non-zero, and the message is printed once, by one rank."""
+    proc = run(2, FAILING, scenario, timeout=30)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert out.count(message) == 1, out
+    assert "finished" not in proc.stdout, out
+
+
+@needs_mpi
+@pytest.mark.parametrize("rank1, message", [
+    (["--epochs", "3"], "error: the ranks of a data-parallel fit must run the same fit, but epochs: rank 0 has 2, "
+                        "rank 1 has 3"),
+    (["--dataset", "no-such-file.npz"], "error: data file no-such-file.npz does not exist"),
+])
+def test_train_ranks_that_disagree_or_fail_in_setup_stop_together(rank1, message):
+    common = [sys.executable, "-m", "gpubp", "train", "--dataset", "digits", "--epochs", "2", "--quiet",
+              "--backend", "numpy"]
+    cmd = [MPIEXEC, "-n", "1", *common, ":", "-n", "1", *common, *rank1]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.count(message) == 1, proc.stderr
+    assert "test accuracy" not in proc.stdout
+
+
 @needs_mpi
 def test_train_under_mpiexec_speaks_and_saves_on_rank_0(tmp_path):
     model = tmp_path / "m.npz"
@@ -82,12 +127,20 @@ def test_data_parallel_arguments_are_checked():
     net = MLP([3, 2], backend="numpy", seed=0)
     with pytest.raises(InputError, match="comm must be an mpi4py communicator"):
         DataParallel(net, object())
+    for comm in (object(), "world", 1):            # gpubp's message, not an AttributeError from Get_size
+        with pytest.raises(InputError, match="comm must be an mpi4py communicator such as MPI.COMM_WORLD"
+                           if HAVE_MPI4PY else "mpi4py is not installed"):
+            net.fit(np.zeros((4, 3)), [0, 1, 0, 1], epochs=1, progress=False, comm=comm)
 
-    class One:                          # a communicator of one rank: the plain fit runs
-        def Get_size(self):
-            return 1
-    hist = net.fit(np.zeros((4, 3)), [0, 1, 0, 1], epochs=1, progress=False, comm=One())
+
+@needs_mpi
+def test_a_communicator_of_one_rank_runs_the_plain_fit():
+    from mpi4py import MPI
+    net = MLP([3, 2], backend="numpy", seed=0)
+    hist = net.fit(np.zeros((4, 3)), [0, 1, 0, 1], epochs=1, progress=False, comm=MPI.COMM_SELF)
     assert len(hist.loss) == 1 and net.parallel_reason is None
+    with pytest.raises(InputError, match="MPI.COMM_NULL"):
+        net.fit(np.zeros((4, 3)), [0, 1, 0, 1], epochs=1, progress=False, comm=MPI.COMM_NULL)
 
 
 @needs_mpi
