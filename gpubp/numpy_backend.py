@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .validation import host_available_bytes
+from .validation import (DLPACK_CUDA, DLPACK_CUDA_MANAGED, DLPACK_DEVICES, DLPACK_HOST, InputError, dlpack_device,
+                         from_dlpack, host_available_bytes, not_on_host_error)
 
 #: |x| beyond which e^−x would leave the normal numbers: log(1/tiny), 87 (float32), 708 (float64); made
 #: once here, not on every bias_sigmoid call (np.finfo and a log cost ~2 µs, a small net's σ ~2 µs)
@@ -53,6 +54,34 @@ class ArrayBackend:
     def asarray(self, x, dtype):
         """A C-contiguous array of ``dtype`` on this backend (a copy only if needed)."""
         return self.xp.ascontiguousarray(self.xp.asarray(x, dtype=dtype))
+
+    def from_dlpack(self, x, name="X"):
+        """``x`` as an array this backend reads, when it is an array of another library that exports
+        DLPack (a PyTorch tensor, a JAX array): the same memory, no copy, where it already lives where
+        this backend computes (host memory for numpy and emulated, the current CUDA device for cupy); a
+        host view for a device backend to upload once (the checks and ``asarray`` do); an InputError
+        naming the fix where this backend cannot read it (a GPU tensor for the numpy backend).  Anything
+        else (the backend's own arrays, NumPy and CuPy arrays, lists, pandas) comes back as it is."""
+        if type(x) is self.xp.ndarray or isinstance(x, np.ndarray) or type(x).__module__.startswith("cupy"):
+            return x
+        device = dlpack_device(x)
+        if device is None:
+            return x
+        kind, index = device
+        if self.xp is not np and kind in (DLPACK_CUDA, DLPACK_CUDA_MANAGED):      # device or managed memory
+            current = self.xp.cuda.Device().id
+            if index != current:
+                raise InputError(f"{name} is on CUDA device {index} but this model is on device {current}: move "
+                                 f"it there first (PyTorch: {name}.to('cuda:{current}')), or build the model "
+                                 f"inside `with cupy.cuda.Device({index}):`")
+            return from_dlpack(x, name, self.xp, device)
+        if kind in DLPACK_HOST:
+            return from_dlpack(x, name, np, device)
+        if self.xp is np:
+            raise not_on_host_error(x, name, device)
+        raise InputError(f"{name} is on {DLPACK_DEVICES.get(kind, f'DLPack device type {kind}')} device {index}, "
+                         f"which the {self.name} backend cannot read (it computes on CUDA devices): copy it to "
+                         f"the host or to a CUDA device first")
 
     def to_numpy(self, x) -> np.ndarray:
         return to_numpy(x)
