@@ -243,13 +243,13 @@ def _check_plot_path(path, save=None) -> str:
         formats = FigureCanvasAgg(Figure()).get_supported_filetypes()
         if not ext:
             path = f"{path}.{matplotlib.rcParams['savefig.format']}"     # what savefig would write
-        elif ext not in formats:
-            raise InputError(f"--plot {path}: matplotlib cannot write .{ext} files; use one of "
-                             f"{', '.join('.' + f for f in ('png', 'pdf', 'svg'))} (all: "
-                             f"{', '.join(sorted(formats))})")
         if save and os.path.realpath(path) == os.path.realpath(save):
             raise InputError(f"--plot {path} is the file --save writes the model to; give the curves their own "
                              f"file, e.g. --plot curves.png")
+        if ext and ext not in formats:
+            raise InputError(f"--plot {path}: matplotlib cannot write .{ext} files; use one of "
+                             f"{', '.join('.' + f for f in ('png', 'pdf', 'svg'))} (all: "
+                             f"{', '.join(sorted(formats))})")
     _check_output_file("--plot", path, "curves.png")
     return path
 

@@ -19,6 +19,7 @@ are balanced enough at these sizes).  The packages are the optional extra
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -152,50 +153,81 @@ MNIST_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train
 _IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}         # unsigned bytes, 3 or 1 dimensions
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
 def read_idx(path, ndim: int) -> np.ndarray:
     """An IDX file (the MNIST format: a 4-byte magic, one 4-byte big-endian size per dimension, then
-    unsigned bytes), checked: the magic, the number of dimensions and the exact length."""
+    unsigned bytes), checked: the magic, the number of dimensions, at least one item, and the exact
+    length (the header's sizes multiplied in Python integers, which do not wrap).  A gzip file is
+    recognised by its first bytes, whatever its name."""
     import gzip
-    opener = gzip.open if str(path).endswith(".gz") else open
+    path = os.path.expanduser(os.fspath(path))
+    if os.path.isdir(path):
+        raise InputError(f"{path} is a folder, not an IDX file; the MNIST folder must hold the file itself")
     try:
-        with opener(path, "rb") as f:
+        with open(path, "rb") as f:
+            zipped = f.read(2) == _GZIP_MAGIC
+    except OSError as e:
+        raise InputError(f"{path} cannot be read: {e.strerror or e}") from None
+    try:
+        with (gzip.open if zipped else open)(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as e:                 # a truncated .gz is an EOFError, a non-gzip an OSError
-        raise InputError(f"{path} cannot be read as {'gzip' if opener is not open else 'an IDX file'}: {e}") from None
+    except (OSError, EOFError) as e:                 # a truncated .gz is an EOFError, a bad one an OSError
+        raise InputError(f"{path} is gzip-compressed but cannot be decompressed ({e}): the download is damaged; "
+                         f"fetch it again") from None
+    what = f"{path}{' (gzip)' if zipped else ''}"
     if len(raw) < 4 + 4 * ndim:
-        raise InputError(f"{path} is {len(raw)} bytes, too short for an IDX header; the file is truncated")
+        raise InputError(f"{what} is {len(raw)} bytes, too short for an IDX header; the file is truncated")
     magic = int.from_bytes(raw[:4], "big")
     if magic != _IDX_MAGIC[ndim]:
-        raise InputError(f"{path} starts with 0x{magic:08x}, not the IDX magic 0x{_IDX_MAGIC[ndim]:08x} of "
+        raise InputError(f"{what} starts with 0x{magic:08x}, not the IDX magic 0x{_IDX_MAGIC[ndim]:08x} of "
                          f"{ndim}-D unsigned bytes: it is not an MNIST {'image' if ndim == 3 else 'label'} file")
     dims = [int.from_bytes(raw[4 + 4 * k:8 + 4 * k], "big") for k in range(ndim)]
-    expected = 4 + 4 * ndim + int(np.prod(dims))
+    if dims[0] == 0:
+        raise InputError(f"{what} holds 0 {'images' if ndim == 3 else 'labels'} (its header says {dims}); "
+                         f"the file is empty or damaged: fetch it again")
+    expected = 4 + 4 * ndim + math.prod(dims)          # Python ints: 2^31 × 2^31 × 4 does not wrap
     if len(raw) != expected:
-        raise InputError(f"{path} is {len(raw):,} bytes but its header says {dims} ({expected:,} bytes): the file "
+        raise InputError(f"{what} is {len(raw):,} bytes but its header says {dims} ({expected:,} bytes): the file "
                          f"is {'truncated' if len(raw) < expected else 'longer than its header says'}; "
                          f"download it again")
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def _mnist_files(data_dir) -> dict | None:
-    """The path of each of the four files in data_dir (plain or .gz), or None if one is missing."""
-    found = {}
+def _mnist_files(data_dir) -> tuple[dict, list]:
+    """(the path of each of the four files found in data_dir, plain or .gz; the names not found)."""
+    found, missing = {}, []
     for key, name in MNIST_FILES.items():
         for candidate in (name, name + ".gz", name.replace("-idx", ".idx")):
-            if os.path.isfile(os.path.join(data_dir, candidate)):
+            if os.path.exists(os.path.join(data_dir, candidate)):
                 found[key] = os.path.join(data_dir, candidate)
                 break
         else:
-            return None
-    return found
+            missing.append(name)
+    return found, missing
 
 
 def mnist(seed=0, data_dir=None, download=False, log=print) -> Dataset:
     """The full MNIST: 60,000 train / 10,000 test images, 784 features in [0, 1], 10 classes."""
     folder = data_dir or os.environ.get("GPUBP_DATA")
-    files = None
+    if folder:
+        folder = os.path.expanduser(folder)
+        if not os.path.exists(folder):
+            raise DatasetUnavailable(f"the MNIST folder {folder} does not exist ({'--data-dir' if data_dir else '$GPUBP_DATA'}); "
+                                     f"create it and put the four IDX files in it ({', '.join(MNIST_FILES.values())}, "
+                                     f"each may be .gz), or pass --download")
+        if not os.path.isdir(folder):
+            raise DatasetUnavailable(f"the MNIST folder {folder} is a file, not a folder; pass the folder that holds "
+                                     f"the four IDX files")
+    files, missing = None, list(MNIST_FILES.values())
     for d in ([folder, os.path.join(folder, "mnist")] if folder else []):
-        files = files or (_mnist_files(d) if os.path.isdir(d) else None)
+        if files is None and os.path.isdir(d):
+            found, lacking = _mnist_files(d)
+            if not lacking:
+                files = found
+            elif d == folder or len(lacking) < len(missing):
+                missing = lacking
     if files is not None:
         Xtr, ytr = read_idx(files["train_images"], 3), read_idx(files["train_labels"], 1)
         Xte, yte = read_idx(files["test_images"], 3), read_idx(files["test_labels"], 1)
@@ -206,12 +238,13 @@ def mnist(seed=0, data_dir=None, download=False, log=print) -> Dataset:
                 raise InputError(f"{len(X)} {what} images but {len(y)} {what} labels: the files do not belong together")
             if y.size and y.max() > 9:
                 raise InputError(f"the {what} labels go up to {y.max()}: not MNIST's digits 0..9")
-        source = os.path.dirname(files["train_images"])
+        source = f"the IDX files in {os.path.dirname(files['train_images'])}"
     elif download:
         Xtr, ytr, Xte, yte = _fetch_openml_mnist(log)
-        source = "OpenML mnist_784 (scikit-learn's data home)"
+        source = "MNIST from OpenML mnist_784 (scikit-learn's data home)"
     else:
-        where = f"{folder!r} has not all four" if folder else "no folder was given (data_dir= or $GPUBP_DATA)"
+        where = (f"{folder} (or {os.path.join(folder, 'mnist')}) lacks {', '.join(missing)}" if folder
+                 else "no folder was given (data_dir= or $GPUBP_DATA)")
         raise DatasetUnavailable(
             f"the full MNIST is read from its four IDX files ({', '.join(MNIST_FILES.values())}, each may be .gz); "
             f"{where}. Put them in a folder and pass --data-dir DIR (or set GPUBP_DATA=DIR), or pass --download "
@@ -219,7 +252,7 @@ def mnist(seed=0, data_dir=None, download=False, log=print) -> Dataset:
     Xtr = (Xtr.reshape(len(Xtr), -1) / 255.0).astype(np.float32)
     Xte = (Xte.reshape(len(Xte), -1) / 255.0).astype(np.float32)
     return Dataset("mnist", Xtr, ytr.astype(np.int64), Xte, yte.astype(np.int64), 10,
-                   f"MNIST from {source}: {len(Xtr):,} train / {len(Xte):,} test, 784 features in [0, 1]", 10)
+                   f"{source}: {len(Xtr):,} train / {len(Xte):,} test, 784 features in [0, 1]", 10)
 
 
 def _fetch_openml_mnist(log):

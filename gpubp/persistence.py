@@ -90,8 +90,12 @@ def _file_mode(target: str) -> int:
 
 
 def save(model, path) -> None:
-    """Write ``model`` to ``path`` (.npz) atomically, so that a crash never leaves a half-written model."""
-    path = os.fspath(path)
+    """Write ``model`` to ``path`` (.npz) atomically, so that a crash never leaves a half-written model.
+    ``path``: a str, a bytes file name or a path-like object."""
+    try:
+        path = os.fsdecode(os.fspath(path))         # b"model.npz" is a file name too
+    except TypeError:
+        raise InputError(f"save needs a file name (a str or a path), got {type(path).__name__}") from None
     if not path:
         raise InputError("save needs a file name, e.g. save('model.npz'); got ''")
     to_numpy = model.backend.to_numpy
@@ -163,7 +167,10 @@ def _scalar(data, key: str, kind: str):
 
 def read(path) -> Saved:
     """Read a model file written by :func:`save`; checks the format marker, the version and every shape."""
-    path = os.fspath(path)
+    try:
+        path = os.fsdecode(os.fspath(path))
+    except TypeError:
+        raise InputError(f"load needs a file name (a str or a path), got {type(path).__name__}") from None
     try:
         data = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -198,6 +205,9 @@ def _read(path, data) -> Saved:
         raise InputError(f"the file has the format marker but no {', '.join(missing)}: it is truncated or was "
                          f"not written by MLP.save")
     version = int(_scalar(data, "version", "iu"))
+    if version < 1:
+        raise InputError(f"it has format version {version}; versions start at 1 (the file was not written by "
+                         f"MLP.save, or is damaged)")
     if version > FORMAT_VERSION:
         raise InputError(f"it has format version {version}; this gpubp reads up to {FORMAT_VERSION}: upgrade gpubp")
     sizes_arr = data["sizes"]
@@ -208,6 +218,11 @@ def _read(path, data) -> Saved:
     if dtype not in ("float32", "float64"):
         raise InputError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     has_v = "vW1" in data.files
+    if has_v != ("vb1" in data.files):
+        given, lacking = ("vW", "vb") if has_v else ("vb", "vW")
+        raise InputError(f"it has momentum buffers {given}1… for the {'weights' if given == 'vW' else 'biases'} but "
+                         f"none for the {'biases' if given == 'vW' else 'weights'} ({lacking}1…): the file is "
+                         f"damaged or was not written by MLP.save")
     params = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
     try:
         check_memory(f"{path}: the model {sizes} in {dtype}{' with momentum' if has_v else ''}",

@@ -80,7 +80,14 @@ def as_host_array(x, name: str) -> np.ndarray:
     """A NumPy array of ``x``: a NumPy array as it is, a CuPy array copied to the host, an array of another
     library in host memory (a PyTorch CPU tensor, a JAX CPU array: anything exporting DLPack) seen in place
     by ``np.from_dlpack`` (one in device memory is refused, naming the fix), a pandas DataFrame or Series
-    through ``to_numpy()``, a list through ``np.asarray`` (ragged lists refused)."""
+    through ``to_numpy()``, a list through ``np.asarray`` (ragged lists refused).  A masked array is
+    refused if anything is masked (its hidden values, NaN perhaps, would be trained on), else its data."""
+    if isinstance(x, np.ma.MaskedArray):
+        masked = int(np.ma.count_masked(x))
+        if masked:
+            raise InputError(f"{name} is a masked array with {masked} masked value(s); gpubp trains on every value, "
+                             f"masked or not: fill them explicitly ({name}.filled(value)) or drop those samples")
+        return np.ma.getdata(x)
     if isinstance(x, np.ndarray):
         return x
     if type(x).__module__.split(".")[0] == "cupy":        # checked on the host

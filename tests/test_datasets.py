@@ -55,7 +55,58 @@ def test_mnist_without_its_files_says_where_to_put_them(tmp_path, monkeypatch, c
                                                           r"GPUBP_DATA=DIR\), or pass --download"):
         datasets.load("mnist")
     assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path)]) == 2
-    assert f"'{tmp_path}' has not all four" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{tmp_path} (or {tmp_path / 'mnist'}) lacks train-images-idx3-ubyte, train-labels-idx1-ubyte" in err
+    fake_mnist(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte").unlink()
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path)]) == 2
+    assert "lacks t10k-labels-idx1-ubyte. Put them" in capsys.readouterr().err         # only the one missing
+
+
+def test_a_missing_data_dir_is_said_to_be_missing(tmp_path, capsys):
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "nope")]) == 2
+    assert f"the MNIST folder {tmp_path / 'nope'} does not exist (--data-dir); create it" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "file")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_data_dir_expands_the_home_folder(tmp_path, monkeypatch):
+    fake_mnist(tmp_path / "data")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert datasets.load("mnist", data_dir="~/data").X_train.shape == (40, 784)
+
+
+def test_idx_header_sizes_do_not_wrap_and_zero_images_are_refused(tmp_path):
+    huge = tmp_path / "huge"
+    huge.write_bytes((0x803).to_bytes(4, "big") + (2**31).to_bytes(4, "big") * 2 + (4).to_bytes(4, "big"))
+    with pytest.raises(InputError, match=r"is 16 bytes but its header says \[2147483648, 2147483648, 4\] "
+                                         r"\(18,446,744,073,709,551,632 bytes\): the file is truncated"):
+        datasets.read_idx(huge, 3)
+    empty = tmp_path / "empty"
+    empty.write_bytes((0x803).to_bytes(4, "big") + (0).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2)
+    with pytest.raises(InputError, match=r"holds 0 images \(its header says \[0, 28, 28\]\); the file is empty"):
+        datasets.read_idx(empty, 3)
+
+
+def test_zero_images_from_the_command_line_is_a_clear_error(tmp_path, capsys):
+    fake_mnist(tmp_path)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((0, 28, 28), np.uint8))
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path)]) == 2
+    assert "holds 0 images" in capsys.readouterr().err
+
+
+def test_gzip_without_gz_is_read_and_a_folder_in_place_of_a_file_is_named(tmp_path):
+    import gzip
+    made = fake_mnist(tmp_path)
+    labels = tmp_path / "train-labels-idx1-ubyte"
+    labels.write_bytes(gzip.compress(labels.read_bytes()))     # compressed, but no .gz in the name
+    np.testing.assert_array_equal(datasets.load("mnist", data_dir=str(tmp_path)).y_train, made["train"][1])
+    images = tmp_path / "train-images-idx3-ubyte"
+    images.unlink()
+    images.mkdir()
+    with pytest.raises(InputError, match=r"train-images-idx3-ubyte is a folder, not an IDX file"):
+        datasets.load("mnist", data_dir=str(tmp_path))
 
 
 def test_download_without_scikit_learn_names_the_install(tmp_path, monkeypatch):
@@ -70,7 +121,7 @@ def test_download_without_scikit_learn_names_the_install(tmp_path, monkeypatch):
     ("truncate", r"is 2,\d+ bytes but its header says \[40, 28, 28\] .* the file is truncated"),
     ("magic", r"starts with 0x00000801, not the IDX magic 0x00000803 .* not an MNIST image file"),
     ("count", r"40 train images but 39 train labels"),
-    ("gz", r"cannot be read as gzip"),
+    ("gz", r"is gzip-compressed but cannot be decompressed"),
 ])
 def test_damaged_idx_files_are_refused_with_the_reason(tmp_path, damage, message):
     made = fake_mnist(tmp_path)
@@ -95,7 +146,7 @@ def test_train_on_mnist_prints_what_users_look_for_and_plots(tmp_path, capsys):
     assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"), "--epochs", "3", "--quiet",
                  "--plot", str(png), "--save", str(model)]) == 0
     out = capsys.readouterr().out
-    assert "MNIST from" in out and "200 train / 50 test" in out
+    assert f"the IDX files in {tmp_path / 'data'}: 200 train / 50 test" in out
     accuracy = float(out.split("test accuracy ")[1].split("%")[0])
     assert accuracy >= 90.0                                  # the stripes are learnt
     assert "trained 3 epochs in " in out and "samples/s" in out

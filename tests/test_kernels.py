@@ -236,6 +236,31 @@ def test_sizes_past_the_limit_of_these_tunables_are_refused():
     del z
 
 
+@pytest.mark.parametrize("defines", [None, {"TILE": 1, "MICRO": 1, "BK": 1024}], ids=["default", "BK=1024"])
+def test_reduction_lengths_within_BK_of_2_31_are_refused(defines):
+    """The tiled kernels' loop ``k0 += BK`` reaches reduction length + BK − 1 in an int: I (forward GEMM),
+    O (BP2) and B (weight gradient) must stay at most INT_MAX − BK.  At the limit the check passes; one
+    past it, each launcher refuses before any launch (virtual arrays, never touched)."""
+    ks = kernels.emulated_kernels(defines)
+    f32 = np.float32
+    for family, kernel, what in (("forward_gemm", "gemm_bias_sigmoid", "I"), ("backward_gemm", "gemm_sigmoid_delta", "O"),
+                                 ("weight_grad", "weight_grad", "B")):
+        bk = ks.param(family, "BK")
+        launchers._check_reduction(ks, kernel, family, False, what, launchers.INT_MAX - bk)     # the limit itself
+        launchers._check_reduction(ks, kernel, family, True, what, launchers.INT_MAX)           # naive: steps by 1
+        n = launchers.INT_MAX - bk + 1
+        long = np.empty((1, n), f32)                   # 8 GiB of address space, never written
+        message = rf"{kernel}: {what} = {n} is too large for the kernel's 32-bit reduction loop: .*\(at most {n - 1} with"
+        with pytest.raises(ValueError, match=message):
+            if what == "I":
+                launchers.gemm_bias_sigmoid(ks, long, long.reshape(n, 1), np.zeros(1, f32), np.empty((1, 1), f32))
+            elif what == "O":
+                launchers.gemm_sigmoid_delta(ks, long, long, np.empty((1, 1), f32), np.empty((1, 1), f32))
+            else:
+                launchers.weight_grad(ks, long.reshape(n, 1), long.reshape(n, 1), np.empty((1, 1), f32))
+        del long
+
+
 # -- tunables a GPU would refuse, or that would spill, are refused alike on every device -----------------
 
 nvrtc = pytest.importorskip("gpubp.cuda.nvrtc")

@@ -223,6 +223,9 @@ def test_temp_files_of_killed_writers_are_cleaned(tmp_path):
     ("no-version", r"is not a valid gpubp model: the file has the format marker but no version"),
     ("sizes-as-text", r"is not a valid gpubp model: sizes must be at least 2 positive integers"),
     ("W-as-text", r"is not a valid gpubp model: .*W1 has dtype <U\d+, expected floating point numbers"),
+    ("negative-version", r"is not a valid gpubp model: it has format version -1; versions start at 1"),
+    ("vb-without-vW", r"is not a valid gpubp model: it has momentum buffers vb1… for the biases but none for the "
+                      r"weights \(vW1…\)"),
 ])
 def test_damaged_model_files_are_refused_with_the_reason(tmp_path, damage, message):
     _, good = _saved(tmp_path)
@@ -243,6 +246,10 @@ def test_damaged_model_files_are_refused_with_the_reason(tmp_path, damage, messa
         np.savez(bad, **{k: v for k, v in data.items() if k != "version"})
     elif damage == "sizes-as-text":
         np.savez(bad, **dict(data, sizes=np.array(["3", "4", "2"])))
+    elif damage == "negative-version":
+        np.savez(bad, **dict(data, version=np.array(-1)))
+    elif damage == "vb-without-vW":
+        np.savez(bad, **dict(data, vb1=np.zeros(4), vb2=np.zeros(2)))
     else:
         np.savez(bad, **dict(data, W1=np.full((3, 4), "x")))
     with pytest.raises(InputError, match=message):

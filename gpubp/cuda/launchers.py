@@ -195,6 +195,19 @@ def _check_sizes(kernel: str, overshoot: int, **sizes: int) -> None:
                              f"{INT_MAX - overshoot} with these tunables); split the batch")
 
 
+def _check_reduction(ks: KernelSet, kernel: str, family: str, naive: bool, what: str, n: int) -> None:
+    """A tiled kernel's reduction loop ``for (int k0 = 0; k0 < n; k0 += BK)`` ends with k0 up to
+    n − 1 + BK in a 32-bit int: n + BK must fit it (a signed overflow, then an out-of-bounds access,
+    otherwise).  The naive kernels step by 1."""
+    if naive:
+        return
+    bk = ks.param(family, "BK")
+    if n + bk > INT_MAX:
+        raise ValueError(f"{kernel}: {what} = {n} is too large for the kernel's 32-bit reduction loop: it steps "
+                         f"{what} in chunks of BK = {bk}, up to {what} + BK, past 2^31 - 1 (at most {INT_MAX - bk} "
+                         f"with these tunables); split the layer")
+
+
 def _span(x) -> tuple[int, int]:
     """[first byte, last byte + 1) of a C-contiguous NumPy or CuPy array (CuPy: ``x.data.ptr``, an attribute
     read; its ``__cuda_array_interface__`` would build a dict on every launch)."""
@@ -303,6 +316,7 @@ def gemm_bias_sigmoid(ks: KernelSet, a_prev, W, b, a, *, naive: bool = False) ->
         return
     _check_aliasing(k, ("a",), {}, a_prev=a_prev, W=W, b=b, a=a)
     _check_sizes(k, 0, **{"B*I": B * I, "I*O": I * O, "B*O": B * O})
+    _check_reduction(ks, k, "forward_gemm", naive, "I", I)
     grid, block = _tile_grid(ks, k, "forward_gemm", naive, ("B", B), ("O", O))
     _launch(ks, k, naive, dtype, grid, block, (a_prev, W, b, a, np.int32(B), np.int32(I), np.int32(O)))
 
@@ -323,6 +337,7 @@ def gemm_sigmoid_delta(ks: KernelSet, delta_next, W_next, a, delta, *, naive: bo
         return
     _check_aliasing(k, ("delta",), {"delta": ("a",)}, delta_next=delta_next, W_next=W_next, a=a, delta=delta)
     _check_sizes(k, 0, **{"B*I": B * I, "I*O": I * O, "B*O": B * O})
+    _check_reduction(ks, k, "backward_gemm", naive, "O", O)
     grid, block = _tile_grid(ks, k, "backward_gemm", naive, ("B", B), ("I", I))
     _launch(ks, k, naive, dtype, grid, block, (delta_next, W_next, a, delta, np.int32(B), np.int32(I), np.int32(O)))
 
@@ -403,6 +418,7 @@ def weight_grad(ks: KernelSet, a_prev, delta, dW, db=None, *, scale=1.0, naive: 
     if O == 0:
         return
     _check_aliasing(k, ("dW", "db"), {}, a_prev=a_prev, delta=delta, dW=dW, db=db)
+    _check_reduction(ks, k, "weight_grad", naive, "B", B)
     grid, block = _tile_grid(ks, k, "weight_grad", naive, ("I", I), ("O", O), at_least_one_row=True)
     _launch(ks, k, naive, dtype, grid, block, (a_prev, delta, dW, db, np.int32(B), np.int32(I), np.int32(O), scale))
 
@@ -432,6 +448,7 @@ def weight_grad_sgd(ks: KernelSet, a_prev, delta, W, b, vW=None, vb=None, *, sca
     if O == 0:
         return
     _check_aliasing(k, ("W", "b", "vW", "vb"), {}, a_prev=a_prev, delta=delta, W=W, b=b, vW=vW, vb=vb)
+    _check_reduction(ks, k, "weight_grad", naive, "B", B)
     grid, block = _tile_grid(ks, k, "weight_grad", naive, ("I", I), ("O", O), at_least_one_row=True)
     _launch(ks, k, naive, dtype, grid, block,
             (a_prev, delta, W, b, vW, vb, np.int32(B), np.int32(I), np.int32(O), *scalars))
