@@ -29,11 +29,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import archs as _archs
 from . import launchers
 from . import sources
 
-#: the architectures every family must compile for (Turing, Ampere, Ada, Hopper, Blackwell).
-ARCHS = ("sm_75", "sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_120")
+#: the architectures every family must compile for (Turing, Ampere, Ada, Hopper, Blackwell): those of gpubp.cuda.archs.
+ARCHS = tuple(_archs.ARCHS)
 
 _INSTALL_HINT = "pip install 'gpubp[nvrtc]' (the nvidia-cuda-nvrtc wheel)"
 
@@ -127,14 +128,40 @@ class Compiled:
     resources: dict     # kernel name -> Resources
 
 
+def header_dirs() -> tuple[Path, ...]:
+    """Where the CUDA headers a kernel may include (``cuda_pipeline.h``, ``cuda_fp16.h``) lie for NVRTC,
+    which has none of its own: the pip wheel nvidia-cuda-runtime's ``include`` beside NVRTC's (the
+    folder CuPy also adds), else a CUDA toolkit's; () when neither has them."""
+    candidates = []
+    try:
+        import nvidia
+        candidates += [Path(root) / sub / "include" for root in nvidia.__path__ for sub in ("cu13", "cuda_runtime")]
+    except ImportError:
+        pass
+    for toolkit in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if toolkit:
+            candidates.append(Path(toolkit) / "include")
+    for d in candidates:
+        if (d / "cuda_pipeline.h").is_file():
+            return (d,)
+    return ()
+
+
 def compile_family(family: str, arch: str = "sm_80", defines=None) -> Compiled:
     """Compile ``kernels/<family>.cu`` to a CUBIN for ``arch`` and parse ptxas's resource report."""
+    return compile_source(sources.source(family), f"{family}.cu", arch,
+                          sources.compile_options(sources.normalize_defines(defines)), family=family)
+
+
+def compile_source(source: str, filename: str, arch: str = "sm_80", options=(), family: str | None = None) -> Compiled:
+    """Compile any CUDA source (test kernels too) to a CUBIN for ``arch`` with the options CuPy builds
+    with, ``options`` (``-D...``) and the CUDA headers of :func:`header_dirs`; parse ptxas's report."""
     lib = _lib()
     options = [f"-arch={arch}", *sources.CUPY_OPTIONS, *sources.CUPY_RAWMODULE_ADDS, "--ptxas-options=-v",
-               *sources.compile_options(sources.normalize_defines(defines))]
+               *options, *(f"-I{d}" for d in header_dirs())]
     prog = ctypes.c_void_p()
-    _check(lib.nvrtcCreateProgram(ctypes.byref(prog), sources.source(family).encode(),
-                                  f"{family}.cu".encode(), 0, None, None), "nvrtcCreateProgram")
+    _check(lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(),
+                                  filename.encode(), 0, None, None), "nvrtcCreateProgram")
     try:
         opts = (ctypes.c_char_p * len(options))(*(o.encode() for o in options))
         status = lib.nvrtcCompileProgram(prog, len(options), opts)
@@ -144,14 +171,14 @@ def compile_family(family: str, arch: str = "sm_80", defines=None) -> Compiled:
         _check(lib.nvrtcGetProgramLog(prog, buf), "nvrtcGetProgramLog")
         log = buf.value.decode(errors="replace")
         if status != 0:
-            raise CompileError(f"{family}.cu for {arch} ({' '.join(options)}): "
+            raise CompileError(f"{filename} for {arch} ({' '.join(options)}): "
                                f"{lib.nvrtcGetErrorString(status).decode()}\n{log}")
         _check(lib.nvrtcGetCUBINSize(prog, ctypes.byref(size)), "nvrtcGetCUBINSize")
         cubin = ctypes.create_string_buffer(size.value)
         _check(lib.nvrtcGetCUBIN(prog, cubin), "nvrtcGetCUBIN")
     finally:
         lib.nvrtcDestroyProgram(ctypes.byref(prog))
-    return Compiled(family, arch, tuple(options), cubin.raw, log, parse_resource_report(log))
+    return Compiled(family or Path(filename).stem, arch, tuple(options), cubin.raw, log, parse_resource_report(log))
 
 
 _ENTRY = re.compile(r"Compiling entry function '(\w+)' for '(\w+)'")
@@ -179,26 +206,8 @@ def parse_resource_report(log: str) -> dict[str, Resources]:
 
 # -- budgets and occupancy ---------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class SM:
-    """Per-SM limits of an architecture (CUDA C Programming Guide, "Compute capabilities")."""
-    max_threads: int
-    max_blocks: int
-    smem: int                   # shared memory per SM usable by blocks (bytes)
-    regs: int = 65536
-
-
-SMS = {
-    "sm_75": SM(max_threads=1024, max_blocks=16, smem=64 * 1024),
-    "sm_80": SM(max_threads=2048, max_blocks=32, smem=164 * 1024),
-    "sm_86": SM(max_threads=1536, max_blocks=16, smem=100 * 1024),
-    "sm_89": SM(max_threads=1536, max_blocks=24, smem=100 * 1024),
-    "sm_90": SM(max_threads=2048, max_blocks=32, smem=228 * 1024),
-    # Blackwell: data-centre (B200) and consumer (RTX 50).  Blocks per SM as in CUDA 13's
-    # cuda_occupancy.h (cudaOccMaxBlocksPerMultiprocessor: 32 on 10.0, 24 on 12.x).
-    "sm_100": SM(max_threads=2048, max_blocks=32, smem=228 * 1024),
-    "sm_120": SM(max_threads=1536, max_blocks=24, smem=100 * 1024),
-}
+#: Per-SM limits of each architecture: gpubp.cuda.archs' table (CUDA C++ Programming Guide, "Compute Capabilities").
+SMS = _archs.ARCHS
 
 
 def occupancy(arch: str, threads_per_block: int, registers: int, smem: int) -> float:
@@ -209,7 +218,7 @@ def occupancy(arch: str, threads_per_block: int, registers: int, smem: int) -> f
     warps = -(-threads_per_block // 32)
     regs_per_warp = -(-max(registers, 1) * 32 // 256) * 256
     warps_by_regs = (sm.regs // 4 // regs_per_warp) * 4
-    reserved = 0 if arch == "sm_75" else 1024
+    reserved = sm.reserved_smem_per_block
     blocks = min(sm.max_threads // threads_per_block, sm.max_blocks, warps_by_regs // warps,
                  sm.smem // (smem + reserved) if smem else sm.max_blocks)
     return blocks * warps / (sm.max_threads // 32)
