@@ -5,9 +5,10 @@ is loaded, so a mismatch fails loudly instead of misreading memory.
 """
 import ctypes
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 E_OK, E_FAULT, E_BARRIER_EXIT, E_BARRIER_SPLIT, E_CANARY, E_STACK, E_ARITH, E_ILLEGAL, E_ABORT, E_SYSTEM, \
-    E_CONFIG = range(11)
+    E_CONFIG, E_WARP, E_MISALIGNED, E_ASYNC, E_SMEM, E_SMEM_CANARY = range(16)
+SPACE_UNKNOWN, SPACE_GLOBAL, SPACE_SHARED, SPACE_DYNAMIC_SHARED = range(4)
 ARG_VALUE, ARG_BUFFER, ARG_NULL = range(3)
 MAX_LISTED = 16
 SI_KERNEL = 0x80  # siginfo si_code of a fault without an address
@@ -32,7 +33,13 @@ class Error(ctypes.Structure):
                 ("address", ctypes.c_uint64), ("line", ctypes.c_int32),
                 ("n_exited", ctypes.c_int32), ("n_waiting", ctypes.c_int32), ("n_listed", ctypes.c_int32),
                 ("listed_thread", ctypes.c_int32 * MAX_LISTED), ("listed_line", ctypes.c_int32 * MAX_LISTED),
-                ("listed_count", ctypes.c_int32 * MAX_LISTED), ("message", ctypes.c_char * 256)]
+                ("listed_count", ctypes.c_int32 * MAX_LISTED), ("space", ctypes.c_int32),
+                ("access_size", ctypes.c_int32), ("static_smem", ctypes.c_int64), ("message", ctypes.c_char * 512)]
+
+
+class SharedCfg(ctypes.Structure):
+    _fields_ = [("dynamic_bytes", ctypes.c_int64), ("static_budget", ctypes.c_int64),
+                ("nvars", ctypes.c_int32), ("vars", ctypes.POINTER(ctypes.c_int64))]
 
 
 class ParamDesc(ctypes.Structure):

@@ -1,21 +1,26 @@
 """Compiling a kernel source into an emulator shared library, with a disk cache.
 
-:func:`build` turns (source, macros) into the path of a ``.so`` that holds the
-kernels, a thunk per kernel, the runtime (runtime.cpp) and a JSON description
-of the kernels.  Steps, on a cache miss only:
+:func:`build` turns (source, macros, target architecture) into the path of a
+``.so`` that holds the kernels, a thunk per kernel, the runtime (runtime.cpp)
+and a JSON description of the kernels.  Steps, on a cache miss only:
 
-1. preprocess the source alone with the macros (``$CXX -E``) and parse the
-   kernel signatures from that (so ``#if`` and macros are resolved);
+1. preprocess the source alone with the macros and ``__CUDA_ARCH__``
+   (``$CXX -E``) and parse the kernel signatures from that (so ``#if`` and
+   macros are resolved);
 2. generate a wrapper translation unit: cuda_shim.h, thunks.h, the macros as
    ``#define``s (after the system headers, so they cannot break them), the
    source, then the thunks;
-3. ``$CXX -std=c++17 -O2 -fPIC -shared`` the wrapper and runtime.cpp into a
-   temporary file in the cache directory and rename it into place (atomic, so
-   concurrent processes never see a partial library).
+3. compile the wrapper to an object; its undefined TLS symbols are the
+   ``extern __shared__`` arrays (see _elf.py), for which a generated
+   ``dynamic_shared.S`` defines one region of the architecture's per-block
+   ceiling with every name an alias of its start;
+4. link the object, runtime.cpp and dynamic_shared.S (``-shared``) into a
+   temporary file in the cache directory and rename it into place (atomic,
+   so concurrent processes never see a partial library).
 
 The cache key is the sha256 of the source, its file name (compiled into
-``__FILE__``), the macros, every file of this package that shapes the build,
-the compile flags and the compiler's ``--version``.  The cache directory is
+``__FILE__``), the macros, the architecture, every file of this package that
+shapes the build, the compile flags and the compiler's ``--version``.  The cache directory is
 ``$GPUBP_CACHE_DIR/emulator`` or else ``~/.cache/gpubp/emulator``.  The
 compiler is ``$CXX`` (may include arguments) or else ``g++``.
 """
@@ -33,19 +38,24 @@ import tempfile
 import threading
 from pathlib import Path
 
+from .. import archs
+from ._elf import tls_symbols
 from ._errors import EmulatedCompileError
 from ._source import KernelSignature, parse_kernels
 
 HERE = Path(__file__).resolve().parent
 #: Files whose content shapes a built library: any change invalidates the cache.
-BUILD_INPUTS = ("cuda_shim.h", "runtime.h", "runtime.cpp", "thunks.h", "_build.py", "_source.py")
+BUILD_INPUTS = ("cuda_shim.h", "runtime.h", "runtime.cpp", "thunks.h", "include/cuda_pipeline.h",
+                "include/cuda_pipeline_primitives.h", "_build.py", "_source.py", "_elf.py")
+#: the symbol of the dynamic shared-memory region (runtime.cpp) and of its size
+DYNAMIC_SHARED = "gpubp_dynamic_shared"
 # -fno-strict-aliasing: kernels type-pun (__float_as_int); -U_FORTIFY_SOURCE:
 # the fortified longjmp checks that it jumps up the *same* stack, and the fault
 # handler jumps from the signal stack (below a fiber) to the launch;
 # -fstack-clash-protection: a frame larger than a page touches every page on
 # the way down, so it hits the fiber's guard page instead of jumping over it
 # into the next fiber's stack.
-FLAGS = ("-std=c++17", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-fno-strict-aliasing", "-U_FORTIFY_SOURCE",
+FLAGS = ("-std=c++17", "-O2", "-fPIC", "-fvisibility=hidden", "-fno-strict-aliasing", "-U_FORTIFY_SOURCE",
          "-fstack-clash-protection")
 COMPILE_TIMEOUT_S = 300
 
@@ -90,9 +100,9 @@ def _compiler_identity(cmd: tuple[str, ...]) -> str:
     return f"{shutil.which(cmd[0])}\n{' '.join(cmd)}\n{out.stdout}"
 
 
-def _key(source: str, filename: str, macros, cmd: list[str]) -> str:
+def _key(source: str, filename: str, macros, arch: str, cmd: list[str]) -> str:
     h = hashlib.sha256()
-    for part in (source, filename, repr(macros), repr(FLAGS), _compiler_identity(tuple(cmd))):
+    for part in (source, filename, repr(macros), arch, repr(FLAGS), _compiler_identity(tuple(cmd))):
         h.update(part.encode())
         h.update(b"\0")
     for name in BUILD_INPUTS:
@@ -101,16 +111,28 @@ def _key(source: str, filename: str, macros, cmd: list[str]) -> str:
     return h.hexdigest()
 
 
-def _run(cmd: list[str], what: str, filename: str, source: str) -> str:
+def _run(cmd: list[str], what: str, filename: str) -> str:
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
     if out.returncode != 0:
-        hint = ""
-        if "extern __shared__" in " ".join(source.split()):
-            hint = ("\nhint: dynamic shared memory (extern __shared__) is not supported by the emulator; "
-                    "declare a static __shared__ array sized by a -D macro")
         raise EmulatedCompileError(f"{what} {filename} for the emulated device failed:\n"
-                                   f"$ {shlex.join(cmd)}\n{out.stderr.strip()}{hint}")
+                                   f"$ {shlex.join(cmd)}\n{out.stderr.strip()}")
     return out.stdout
+
+
+def _dynamic_shared_asm(names, capacity: int) -> str:
+    """Assembly defining the dynamic shared-memory region (``capacity`` bytes of TLS, 16-byte aligned,
+    as CUDA aligns dynamic shared memory) with every ``extern __shared__`` name an alias of it."""
+    lines = ['    .section .tbss,"awT",%nobits', "    .p2align 4"]
+    for name in (DYNAMIC_SHARED, *names):
+        lines += [f"    .globl {name}", f"    .hidden {name}", f"    .type {name}, %object",
+                  f"    .size {name}, {capacity}"]
+    lines += [f"{name}:" for name in (DYNAMIC_SHARED, *names)]
+    lines += [f"    .zero {max(capacity, 1)}", "    .section .rodata", "    .p2align 3",
+              f"    .globl {DYNAMIC_SHARED}_capacity", f"    .hidden {DYNAMIC_SHARED}_capacity",
+              f"    .type {DYNAMIC_SHARED}_capacity, %object", f"    .size {DYNAMIC_SHARED}_capacity, 8",
+              f"{DYNAMIC_SHARED}_capacity:", f"    .quad {capacity}",
+              '    .section .note.GNU-stack,"",%progbits']
+    return "\n".join(lines) + "\n"
 
 
 def _wrapper(macros, kernels: tuple[KernelSignature, ...], filename: str) -> str:
@@ -131,12 +153,14 @@ def _wrapper(macros, kernels: tuple[KernelSignature, ...], filename: str) -> str
     return "\n".join(lines) + "\n"
 
 
-def build(source: str, macros, filename: str) -> Path:
+def build(source: str, macros, filename: str, arch: str = archs.DEFAULT_EMULATED) -> Path:
     """The cached library for ``source`` compiled with ``macros`` (from
-    :func:`parse_options`); compiles it on a cache miss.  ``filename`` names
-    the source in compiler messages and ``__FILE__``."""
+    :func:`parse_options`) for the target architecture ``arch`` (``__CUDA_ARCH__``
+    and the dynamic shared-memory ceiling); compiles it on a cache miss.
+    ``filename`` names the source in compiler messages and ``__FILE__``."""
+    target_arch = archs.get(arch)
     cmd = compiler()
-    key = _key(source, filename, macros, cmd)
+    key = _key(source, filename, macros, arch, cmd)
     directory = cache_dir()
     target = directory / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', Path(filename).stem)[:40]}-{key[:32]}.so"
     with _locks_guard:
@@ -150,8 +174,9 @@ def build(source: str, macros, filename: str) -> Path:
             quoted = filename.replace("\\", "\\\\").replace('"', '\\"')
             (work / "kernel.cu").write_text(f'#line 1 "{quoted}"\n{source}')
             defines = [f"-D{n}={v}" if kind == "D" else f"-U{n}" for kind, n, v in macros]
-            pre = _run([*cmd, "-E", "-P", "-x", "c++", "-std=c++17", *defines, str(work / "kernel.cu")],
-                       "preprocessing", filename, source)
+            arch_flags = [f"-D__CUDA_ARCH__={target_arch.compute_capability}", f"-I{HERE / 'include'}"]
+            pre = _run([*cmd, "-E", "-P", "-x", "c++", "-std=c++17", *arch_flags, *defines, str(work / "kernel.cu")],
+                       "preprocessing", filename)
             kernels = parse_kernels(pre, filename)
             (work / "wrapper.cpp").write_text(_wrapper(macros, kernels, filename))
             fd, partial = tempfile.mkstemp(prefix=target.stem + ".", suffix=".so.partial", dir=directory)
@@ -160,8 +185,14 @@ def build(source: str, macros, filename: str) -> Path:
                 global _compile_count
                 with _locks_guard:
                     _compile_count += 1
-                _run([*cmd, *FLAGS, f"-I{HERE}", "-o", partial, str(work / "wrapper.cpp"), str(HERE / "runtime.cpp")],
-                     "compiling", filename, source)
+                obj = work / "wrapper.o"
+                _run([*cmd, *FLAGS, *arch_flags, f"-I{HERE}", "-c", "-o", str(obj), str(work / "wrapper.cpp")],
+                     "compiling", filename)
+                extern_shared = sorted({s.name for s in tls_symbols(obj) if not s.defined})
+                capacity = target_arch.smem_per_block_optin if extern_shared else 0
+                (work / "dynamic_shared.S").write_text(_dynamic_shared_asm(extern_shared, capacity))
+                _run([*cmd, *FLAGS, "-shared", *arch_flags, f"-I{HERE}", "-o", partial, str(obj),
+                      str(HERE / "runtime.cpp"), str(work / "dynamic_shared.S")], "linking", filename)
                 os.replace(partial, target)
             finally:
                 if os.path.exists(partial):

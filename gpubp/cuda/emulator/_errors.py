@@ -6,9 +6,12 @@ class EmulatedDeviceError(RuntimeError):
     """A kernel did something that is an error (or undefined) on a real GPU.
 
     Raised by a launch for an out-of-bounds access, a write before the start
-    of an array, a thread that skips a barrier its block reaches, threads that
-    wait at different ``__syncthreads()`` calls, a stack overflow, an integer
-    division by zero, or a device-side ``assert``.  The arrays passed to the
+    of an array or past the end of dynamic shared memory, a misaligned vector
+    access or asynchronous copy, a thread that skips a barrier its block
+    reaches, threads that wait at different ``__syncthreads()`` calls, a warp
+    primitive whose named lanes never all arrive (or that reads a lane outside
+    its mask), a stack overflow, an integer division by zero, or a
+    device-side ``assert``.  The arrays passed to the
     launch are left as they were before it.  Attributes, where they apply
     (else ``None``): ``kernel``, ``block`` and ``thread`` (``(x, y, z)``
     tuples), ``param`` (parameter name), ``index`` (element index into it),

@@ -4,7 +4,10 @@ A launch ``kernel(grid, block, args)`` checks the launch shape and every
 argument against the kernel's real parameter types (strictly: no Python
 scalars, exact dtypes, C-contiguous arrays), then calls ``gpubp_launch`` in
 the module's library (runtime.cpp), which runs the grid on guarded copies of
-the arrays and copies results back.  Launches are serialized by one lock
+the arrays and copies results back.  Dynamic shared memory (``shared_mem``)
+follows CUDA's rule for the module's target architecture (gpubp.cuda.archs):
+above 48 KiB a block needs ``kernel.max_dynamic_shared_size_bytes`` raised
+first, as with a ``cupy.RawKernel``.  Launches are serialized by one lock
 across all modules (the runtime's signal handling is process-wide).
 """
 from __future__ import annotations
@@ -17,11 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ._abi import ABI_VERSION, ARG_BUFFER, ARG_NULL, ARG_VALUE, E_OK, MAX_ARGS, Arg, Buffer, Error, ParamDesc
-from ._build import build
+from .. import archs
+from ._abi import (ABI_VERSION, ARG_BUFFER, ARG_NULL, ARG_VALUE, E_OK, E_SMEM, MAX_ARGS, Arg, Buffer, Error,
+                   ParamDesc, SharedCfg)
+from ._build import DYNAMIC_SHARED, build
+from ._elf import tls_symbols
 from ._errors import EmulatedDeviceError
 from ._report import device_error
-from ._source import parse_options
+from ._source import parse_options, target_arch
 
 _LAUNCH_LOCK = threading.Lock()  # one launch at a time, process-wide
 
@@ -94,6 +100,58 @@ class EmulatedKernel:
                                       f"{len(self.param_names)} ({self.param_names}); emulator bug")
         self._params = tuple(_param(nm, t, d, where) for nm, t, d in zip(self.param_names, self.param_types, descs))
         self._thunk = ctypes.cast(getattr(lib, f"gpubp_thunk_{name}"), ctypes.c_void_p).value
+        self._max_dynamic: int | None = None  # max_dynamic_shared_size_bytes, once raised
+        self._static_bytes = 0                 # static shared memory a launch with shared_mem > 0 measured
+
+    # ------------------------------------------------------------ shared memory
+    @property
+    def max_dynamic_shared_size_bytes(self) -> int:
+        """The most dynamic shared memory a launch may ask for, as ``cupy.RawKernel``'s attribute
+        (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES): 48 KiB less the kernel's static shared
+        memory until raised (the emulator knows that once a launch with ``shared_mem > 0`` has
+        measured it, else counts 0).  Raising it to ``n`` needs static + n within the target
+        architecture's per-block ceiling (``module.arch``), else ``ValueError``, where CuPy raises
+        CUDA_ERROR_INVALID_VALUE."""
+        if self._max_dynamic is not None:
+            return self._max_dynamic
+        return archs.SMEM_PER_BLOCK_DEFAULT - self._static_bytes
+
+    @max_dynamic_shared_size_bytes.setter
+    def max_dynamic_shared_size_bytes(self, nbytes) -> None:
+        if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes < 0:
+            raise ValueError(f"{self._where()}: max_dynamic_shared_size_bytes must be an int >= 0, got {nbytes!r}")
+        ceiling = archs.get(self.module.arch).smem_per_block_optin
+        if int(nbytes) + self._static_bytes > ceiling:
+            raise ValueError(f"{self._where()}: max_dynamic_shared_size_bytes = {int(nbytes)} with "
+                             f"{self._static_bytes} B of static shared memory exceeds the {ceiling} B "
+                             f"({ceiling // 1024} KiB) a block may have on {self.module.arch} "
+                             f"(CUDA_ERROR_INVALID_VALUE on a GPU)")
+        self._max_dynamic = int(nbytes)
+
+    def _shared_config(self, shared_mem, where: str) -> SharedCfg:
+        """The runtime's shared-memory settings for a launch, after CUDA's checks of ``shared_mem``."""
+        if isinstance(shared_mem, bool) or not isinstance(shared_mem, (int, np.integer)) or shared_mem < 0:
+            raise ValueError(f"{where}: shared_mem must be an int >= 0 (bytes of dynamic shared memory), "
+                             f"got {shared_mem!r}")
+        shared_mem = int(shared_mem)
+        mod = self.module
+        cfg = SharedCfg(dynamic_bytes=shared_mem, static_budget=-1, nvars=0)
+        if shared_mem == 0:
+            return cfg
+        if not mod.extern_shared:
+            raise ValueError(f"{where}: shared_mem={shared_mem}: dynamic shared memory, but module {mod.name} "
+                             f"declares no extern __shared__ array to use it (a GPU would leave the bytes unused; "
+                             f"here that is taken for a launch-shape bug): pass shared_mem=0")
+        problem = archs.shared_memory_problem(mod.arch, self._static_bytes, shared_mem, self._max_dynamic)
+        if problem:
+            raise ValueError(f"{where}: shared_mem={shared_mem} refused on {mod.arch}: {problem} "
+                             f"(CUDA_ERROR_INVALID_VALUE on a GPU)")
+        optin = archs.get(mod.arch).smem_per_block_optin
+        cfg.static_budget = (optin - self._max_dynamic if self._max_dynamic is not None
+                             else archs.SMEM_PER_BLOCK_DEFAULT - shared_mem)
+        cfg.nvars = mod._static_vars_len // 2
+        cfg.vars = ctypes.cast(mod._static_vars, ctypes.POINTER(ctypes.c_int64))
+        return cfg
 
     def _where(self) -> str:
         return f"kernel {self.name} ({self.module.name})"
@@ -109,8 +167,10 @@ class EmulatedKernel:
         array of the exact element dtype (or ``None``, a NULL pointer) for a
         pointer, a NumPy scalar of the exact dtype for a value.  Arrays are
         updated in place when the launch succeeds; on
-        :class:`EmulatedDeviceError` they are left unchanged.  ``shared_mem``
-        (dynamic shared memory) must be 0: kernels use static ``__shared__``.
+        :class:`EmulatedDeviceError` they are left unchanged.  ``shared_mem``:
+        bytes of dynamic shared memory per block (the ``extern __shared__``
+        arrays), NaN-poisoned like static shared memory; above 48 KiB (static
+        included) raise :attr:`max_dynamic_shared_size_bytes` first.
         """
         where = self._where()
         grid3 = _dims(grid, "grid", where)
@@ -120,19 +180,26 @@ class EmulatedKernel:
                              f"({MAX_THREADS_PER_BLOCK} threads per block, dimensions at most {MAX_BLOCK})")
         if any(g > m for g, m in zip(grid3, MAX_GRID)):
             raise ValueError(f"{where}: invalid configuration argument: grid {grid3} exceeds CUDA's limits {MAX_GRID}")
-        if shared_mem != 0:
-            raise ValueError(f"{where}: shared_mem={shared_mem!r}: dynamic shared memory is not supported by the "
-                             f"emulated device; declare a static __shared__ array (sized by a -D macro) instead")
+        shared = self._shared_config(shared_mem, where)
         c_bufs, c_args, buffers, keep = self._marshal(args, where)
         err = Error()
         grid_c = (ctypes.c_uint * 3)(*grid3)
         block_c = (ctypes.c_uint * 3)(*block3)
         with _LAUNCH_LOCK:
-            code = self.module._lib.gpubp_launch(self._thunk, grid_c, block_c, len(c_bufs), c_bufs,
-                                                 len(c_args), c_args, ctypes.byref(err))
+            code = self.module._lib.gpubp_launch(self._thunk, grid_c, block_c, ctypes.byref(shared), len(c_bufs),
+                                                 c_bufs, len(c_args), c_args, ctypes.byref(err))
         del keep
+        if shared.static_budget >= 0 and code in (E_OK, E_SMEM):
+            self._static_bytes = max(self._static_bytes, int(err.static_smem))
+        if code == E_SMEM:
+            problem = archs.shared_memory_problem(self.module.arch, int(err.static_smem), shared.dynamic_bytes,
+                                                  self._max_dynamic)
+            raise ValueError(f"{where}: shared_mem={shared.dynamic_bytes} refused on {self.module.arch}: {problem} "
+                             f"(CUDA_ERROR_INVALID_VALUE on a GPU; the emulator learns a kernel's static shared "
+                             f"memory by running it: the __shared__ variables it wrote; the arrays are unchanged)")
         if code != E_OK:
-            raise device_error(self.name, self.module.name, self._params, err, block3, args, buffers)
+            raise device_error(self.name, self.module.name, self._params, err, block3, args, buffers,
+                               shared_mem=shared.dynamic_bytes)
 
     # ------------------------------------------------------------ arguments
     def _marshal(self, args, where):
@@ -231,12 +298,17 @@ class EmulatedModule:
 
     Mirrors ``cupy.RawModule(code=..., options=...)``: ``options`` may hold
     ``-DNAME[=VALUE]`` / ``-UNAME`` (honoured, in order) and NVRTC
-    code-generation options (ignored); anything else raises ``ValueError``.
-    ``name`` labels the module in messages.  Compiles (or loads from the disk
-    cache) at construction; a compile error raises EmulatedCompileError.
+    code-generation options (ignored, but for ``-arch=sm_XY``); anything else
+    raises ``ValueError``.  ``name`` labels the module in messages.  ``arch``
+    (else an ``-arch=`` option, else ``"sm_90"``) is the GPU the module is
+    built for: ``__CUDA_ARCH__`` (``__reduce_*_sync`` need sm_80) and the
+    per-block shared-memory ceiling (gpubp.cuda.archs).  Compiles (or loads
+    from the disk cache) at construction; a compile error raises
+    EmulatedCompileError.
     """
 
-    def __init__(self, code: str, options=(), name: str = "<string>", *, _filename: str | None = None):
+    def __init__(self, code: str, options=(), name: str = "<string>", *, arch: str | None = None,
+                 _filename: str | None = None):
         if not isinstance(code, str):
             raise TypeError(f"code must be the CUDA source as a str, got {type(code).__name__}")
         if isinstance(options, str):
@@ -244,8 +316,10 @@ class EmulatedModule:
         self.name = name
         self.options = tuple(options)
         macros = parse_options(self.options)
+        self.arch = arch or target_arch(self.options) or archs.DEFAULT_EMULATED
+        archs.get(self.arch)  # a clear error for an unknown one
         filename = _filename or (name if name.endswith(".cu") else f"{name}.cu")
-        self.library_path = build(code, macros, filename)
+        self.library_path = build(code, macros, filename, self.arch)
         self._lib = ctypes.CDLL(str(self.library_path))
         lib = self._lib
         lib.gpubp_abi_version.restype = ctypes.c_int
@@ -254,12 +328,29 @@ class EmulatedModule:
             raise EmulatedDeviceError(f"{self.library_path}: runtime ABI mismatch (stale build?): delete it")
         lib.gpubp_launch.restype = ctypes.c_int
         lib.gpubp_launch.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint),
-                                     ctypes.c_int, ctypes.POINTER(Buffer), ctypes.c_int, ctypes.POINTER(Arg),
-                                     ctypes.POINTER(Error)]
+                                     ctypes.POINTER(SharedCfg), ctypes.c_int, ctypes.POINTER(Buffer), ctypes.c_int,
+                                     ctypes.POINTER(Arg), ctypes.POINTER(Error)]
+        lib.gpubp_dynamic_shared_bytes.restype = ctypes.c_longlong
+        self._read_shared_memory(int(lib.gpubp_dynamic_shared_bytes()))
         lib.gpubp_module_info.restype = ctypes.c_char_p
         info = json.loads(lib.gpubp_module_info().decode())
         self._signatures = {k["name"]: k for k in info["kernels"]}
         self._kernels: dict[str, EmulatedKernel] = {}
+
+    def _read_shared_memory(self, capacity: int) -> None:
+        """The module's shared memory from its TLS symbols: ``extern_shared`` (the names of its
+        ``extern __shared__`` arrays, as the linker spells them) and the static ``__shared__``
+        variables as (offset, size) pairs for the runtime's measurement."""
+        symbols = [s for s in tls_symbols(self.library_path) if s.defined]
+        base = next(s.offset for s in symbols if s.name == DYNAMIC_SHARED)
+        aliases = {s.name for s in symbols if s.offset == base and s.size == capacity and s.name != DYNAMIC_SHARED}
+        self.extern_shared = tuple(sorted(aliases)) if capacity else ()
+        static = [(s.offset, s.size) for s in symbols
+                  if s.name != DYNAMIC_SHARED and s.name not in aliases and "g_tls_anchor" not in s.name and s.size]
+        self.static_shared_bytes = sum(size for _, size in static)
+        flat = [v for pair in static for v in pair]
+        self._static_vars = (ctypes.c_int64 * max(1, len(flat)))(*flat)
+        self._static_vars_len = len(flat)
 
     @property
     def kernel_names(self) -> tuple[str, ...]:
@@ -283,13 +374,13 @@ _loaded: dict[tuple, EmulatedModule] = {}
 _loaded_lock = threading.Lock()
 
 
-def load_module(path, options=()) -> EmulatedModule:
+def load_module(path, options=(), arch: str | None = None) -> EmulatedModule:
     """The module for the ``.cu`` file at ``path``, compiled once per process
-    for each (resolved path, file content, options)."""
+    for each (resolved path, file content, options, arch)."""
     resolved = Path(path).resolve()
     code = resolved.read_text()
-    key = (str(resolved), code, tuple(options))
+    key = (str(resolved), code, tuple(options), arch)
     with _loaded_lock:
         if key not in _loaded:
-            _loaded[key] = EmulatedModule(code, options, name=resolved.name, _filename=str(resolved))
+            _loaded[key] = EmulatedModule(code, options, name=resolved.name, arch=arch, _filename=str(resolved))
         return _loaded[key]

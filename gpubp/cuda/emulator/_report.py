@@ -7,15 +7,18 @@ index, which side of the array and whether it was a read or a write.
 from __future__ import annotations
 
 from . import _abi
-from ._abi import (E_ABORT, E_ARITH, E_BARRIER_EXIT, E_BARRIER_SPLIT, E_CANARY, E_FAULT, E_ILLEGAL, E_STACK,
-                   SI_KERNEL, STACK_KIB)
+from ._abi import (E_ABORT, E_ARITH, E_ASYNC, E_BARRIER_EXIT, E_BARRIER_SPLIT, E_CANARY, E_FAULT, E_ILLEGAL,
+                   E_MISALIGNED, E_SMEM_CANARY, E_STACK, E_WARP, SI_KERNEL, SPACE_DYNAMIC_SHARED, SPACE_GLOBAL,
+                   SPACE_SHARED, STACK_KIB)
 from ._errors import EmulatedDeviceError
 
 
-def device_error(kernel: str, module: str, params, e: _abi.Error, block3, args, buffers) -> EmulatedDeviceError:
+def device_error(kernel: str, module: str, params, e: _abi.Error, block3, args, buffers,
+                 shared_mem: int = 0) -> EmulatedDeviceError:
     """The exception for a failed launch: ``params`` are the kernel's parameters
     (name, ctype), ``args`` the launch arguments, ``buffers`` the guarded
-    buffers as (pointer, nbytes, [indices of the parameters using it])."""
+    buffers as (pointer, nbytes, [indices of the parameters using it]),
+    ``shared_mem`` the launch's dynamic shared memory."""
     where = f"kernel {kernel} ({module})"
     blk = tuple(e.block)
     thr = tuple(e.thread)
@@ -24,6 +27,37 @@ def device_error(kernel: str, module: str, params, e: _abi.Error, block3, args, 
         return (linear % block3[0], linear // block3[0] % block3[1], linear // (block3[0] * block3[1]))
 
     at = f"in block {blk}, thread {thr}"
+    if e.code in (E_WARP, E_ASYNC):
+        return EmulatedDeviceError(f"{where}: {e.message.decode()} ({at})", kernel=kernel, block=blk, thread=thr)
+    if e.code == E_SMEM_CANARY:
+        return EmulatedDeviceError(
+            f"{where}: write past the end of dynamic shared memory: byte {e.byte_offset} of the extern __shared__ "
+            f"arrays was written, and the launch has shared_mem={shared_mem} bytes (found after the launch, so the "
+            f"writing block and thread are unknown)", kernel=kernel, index=e.byte_offset, access="write")
+    if e.code == E_MISALIGNED:
+        access = {0: "read", 1: "write"}.get(e.access, "access")
+        size, what = e.access_size, e.message.decode()
+        param = index = None
+        if e.space == SPACE_GLOBAL and e.buffer >= 0:
+            users = buffers[e.buffer][2]
+            p = params[users[0]]
+            itemsize = args[users[0]].itemsize
+            param, index = p.name, e.byte_offset // itemsize
+            names = " (the same array as " + ", ".join(repr(params[i].name) for i in users[1:]) + ")" \
+                if len(users) > 1 else ""
+            loc = (f"parameter {p.name!r}{names} ({p.ctype}, {args[users[0]].size} elements) at byte offset "
+                   f"{e.byte_offset} (element index {index})")
+        elif e.space == SPACE_DYNAMIC_SHARED:
+            loc = f"dynamic shared memory (extern __shared__) at byte offset {e.byte_offset}"
+        elif e.space == SPACE_SHARED:
+            loc = f"static shared memory at byte {e.byte_offset} of the module's __shared__ variables"
+        else:
+            loc = f"address {e.address:#x}"
+        return EmulatedDeviceError(
+            f"{where}: misaligned address: a {size}-byte {what} {access} of {loc}, {e.address % size} bytes past a "
+            f"multiple of {size}, {at} (a GPU faults with 'misaligned address'; vector loads and stores need an "
+            f"address aligned to their size)", kernel=kernel, block=blk, thread=thr, param=param, index=index,
+            access=access)
     if e.code in (E_FAULT, E_CANARY) and e.buffer >= 0:
         users = buffers[e.buffer][2]
         p = params[users[0]]

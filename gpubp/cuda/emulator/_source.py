@@ -2,7 +2,9 @@
 
 * :func:`parse_options` keeps the ``-D``/``-U`` macro options (in order),
   accepts and ignores the NVRTC code-generation options that have no meaning
-  on a CPU, and rejects everything else with ``ValueError``.
+  on a CPU, and rejects everything else with ``ValueError``;
+  :func:`target_arch` reads the architecture of an ``-arch=`` option (the
+  emulated device's target: ``__CUDA_ARCH__`` and its shared-memory ceiling).
 * :func:`parse_kernels` finds the ``extern "C" __global__ void NAME(...)``
   definitions (also inside ``extern "C" { }`` blocks) in *preprocessed* source (so macros and ``#if`` are already
   resolved) and returns their parameter names and type text.  The types the
@@ -52,6 +54,20 @@ def parse_options(options) -> tuple[tuple[str, str, str | None], ...]:
                                  f"options are honoured (GPU code-generation options such as "
                                  f"{', '.join(IGNORED_OPTION_PREFIXES[:4])} are accepted and ignored)")
     return tuple(macros)
+
+
+_ARCH_OPTION = re.compile(r"(?:-arch|--gpu-architecture)=(?:sm|compute)_(\w+)")
+
+
+def target_arch(options) -> str | None:
+    """The architecture an NVRTC option names (``-arch=sm_80``, ``--gpu-architecture=compute_86``)
+    as ``"sm_80"``; the last one wins, as with NVRTC.  ``None`` if no option names one."""
+    arch = None
+    for opt in options:
+        m = _ARCH_OPTION.fullmatch(opt) if isinstance(opt, str) else None
+        if m:
+            arch = f"sm_{m.group(1)}"
+    return arch
 
 
 @dataclass(frozen=True)

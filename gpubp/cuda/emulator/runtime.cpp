@@ -3,8 +3,12 @@
 // One launch = gpubp_launch(): copy every array argument into a guarded
 // mapping, run the grid block by block, check the canaries, copy the results
 // back.  Inside a block every CUDA thread is a fiber on the calling OS thread:
-// the scheduler runs each runnable fiber until it reaches __syncthreads() or
-// returns, then releases the barrier when every live thread waits there.
+// the scheduler runs each runnable fiber until it reaches __syncthreads(), a
+// warp-synchronous primitive (__shfl*_sync, __ballot_sync, __syncwarp, ...)
+// or returns.  A warp primitive completes when every lane its mask names has
+// arrived at it (each lane is then runnable again); the barrier releases when
+// every live thread waits there.  Sweeps over the runnable fibers alternate
+// direction, so lanes run in varying order between warp-synchronous points.
 // Faults (SIGSEGV/SIGBUS/SIGFPE/SIGILL) raised by kernel code are caught on an
 // alternate signal stack and siglongjmp'ed back here; the previous handlers
 // and signal stack are restored before gpubp_launch returns, so the host
@@ -15,12 +19,14 @@
 // too, to test it.
 #include "runtime.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <csetjmp>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <cstdarg>
 #include <link.h>
 #include <pthread.h>
 #include <sys/mman.h>
@@ -31,7 +37,7 @@
 
 // ---------------------------------------------------------------- ABI with Python (gpubp/emulator/_module.py)
 // Bump GPUBP_ABI_VERSION whenever one of these structs changes.
-#define GPUBP_ABI_VERSION 1
+#define GPUBP_ABI_VERSION 2
 
 struct gpubp_buffer {  // one guarded allocation; arguments that are the same array share one
     void* host;        // NumPy data pointer: copied in before the launch, out after
@@ -59,6 +65,19 @@ enum {
     E_ABORT = 8,          // assert() / __trap() in device code
     E_SYSTEM = 9,         // mmap/mprotect/sigaction failed
     E_CONFIG = 10,        // bad launch configuration (also checked in Python)
+    E_WARP = 11,          // a warp primitive broke its rules: message says how
+    E_MISALIGNED = 12,    // a vector access or async copy at a misaligned address
+    E_ASYNC = 13,         // __pipeline_memcpy_async misused: message says how
+    E_SMEM = 14,          // static + dynamic shared memory over the launch's budget (static_smem)
+    E_SMEM_CANARY = 15,   // a write past the end of dynamic shared memory (byte_offset)
+};
+enum { SPACE_UNKNOWN = 0, SPACE_GLOBAL = 1, SPACE_SHARED = 2, SPACE_DYNAMIC_SHARED = 3 };
+
+struct gpubp_shared_cfg {   // the launch's shared memory
+    int64_t dynamic_bytes;  // shared_mem of the launch (bytes of the extern __shared__ arrays)
+    int64_t static_budget;  // the most static shared memory the launch may have, or -1: not measured
+    int32_t nvars;          // static __shared__ variables: (offset in the TLS block, size) pairs
+    const int64_t* vars;
 };
 
 #define GPUBP_MAX_LISTED 16
@@ -76,7 +95,10 @@ struct gpubp_error {
     int32_t listed_thread[GPUBP_MAX_LISTED];  // linear thread index in the block
     int32_t listed_line[GPUBP_MAX_LISTED];
     int32_t listed_count[GPUBP_MAX_LISTED];
-    char message[256];
+    int32_t space;                 // E_MISALIGNED: SPACE_* of the address (buffer, byte_offset for global)
+    int32_t access_size;           // E_MISALIGNED: bytes of the access
+    int64_t static_smem;           // bytes of static __shared__ variables the launch used (when measured)
+    char message[512];
 };
 
 // ---------------------------------------------------------------- fibers
@@ -144,14 +166,28 @@ void ctx_make(Ctx* c, char* stack_lo, size_t size, void (*entry)()) {
 }
 #endif
 
-enum FiberState { RUNNABLE, WAITING, DONE };
+enum FiberState { RUNNABLE, WAITING, DONE, WARP };
+
+constexpr int kMaxPending = 32;  // __pipeline_memcpy_async copies in flight per thread
+struct PendingCopy {
+    char* dst;
+    int size, zfill, group;
+    unsigned char data[16];  // the source, read at issue
+};
 
 struct Fiber {
     Ctx ctx;
     uint3 tid;
     int state;
-    int line;       // barrier line while WAITING
+    int line;       // barrier or warp-primitive line while WAITING / WARP
     int predicate;  // __syncthreads_count argument
+    // warp primitive while WARP
+    int wkind, warg, wwidth;
+    unsigned wmask;
+    unsigned long long wvalue, wresult;
+    // asynchronous copies
+    int commits, npending;
+    PendingCopy pending[kMaxPending];
 };
 
 struct Region {  // one guarded allocation: [guard | slack (canary) | data][guard]
@@ -171,6 +207,13 @@ struct LaunchState {
     Ctx sched;
     bool failed;
     int sync_count;
+    int warp_waiting;  // fibers in state WARP
+    bool released;     // a warp primitive completed during this sweep
+    // shared memory: [shared_lo, shared_hi) is the module's TLS block; the
+    // dynamic region [dyn_lo, dyn_lo + dyn_capacity) lies inside it, of which
+    // the launch uses dyn_bytes.
+    char *shared_lo, *shared_hi, *dyn_lo;
+    int64_t dyn_capacity, dyn_bytes;
     gpubp_error* err;
     // fault handling
     sigjmp_buf jmp;
@@ -213,7 +256,19 @@ bool ensure_stacks(int n) {
 }
 
 void fill_pattern(char* lo, char* hi) {
-    for (char* p = lo; p < hi; ++p) *p = static_cast<char>(kPattern[reinterpret_cast<uintptr_t>(p) & 3]);
+    char* p = lo;
+    for (; p < hi && (reinterpret_cast<uintptr_t>(p) & 3); ++p)
+        *p = static_cast<char>(kPattern[reinterpret_cast<uintptr_t>(p) & 3]);
+    uint32_t word;
+    memcpy(&word, kPattern, 4);
+    for (; p + 4 <= hi; p += 4) memcpy(p, &word, 4);
+    for (; p < hi; ++p) *p = static_cast<char>(kPattern[reinterpret_cast<uintptr_t>(p) & 3]);
+}
+
+bool is_pattern(const char* lo, const char* hi) {
+    for (const char* p = lo; p < hi; ++p)
+        if (static_cast<unsigned char>(*p) != kPattern[reinterpret_cast<uintptr_t>(p) & 3]) return false;
+    return true;
 }
 
 void record_thread(const Fiber& f) {
@@ -235,6 +290,14 @@ void fiber_entry() {
 // __shared__ variables are the module's thread_local variables (see
 // cuda_shim.h): shared memory is this module's TLS block of the launching
 // thread.  The anchor guarantees the block exists and is allocated.
+// Dynamic shared memory (extern __shared__ arrays): one region in the TLS block,
+// defined by the generated dynamic_shared.S, every extern __shared__ name of
+// the module an alias of it (they all start at the same address, as on a GPU).
+extern "C" {
+extern thread_local char gpubp_dynamic_shared[] GPUBP_HIDDEN;
+extern const long long gpubp_dynamic_shared_capacity GPUBP_HIDDEN;
+}
+
 namespace {
 thread_local volatile char g_tls_anchor;
 
@@ -272,6 +335,266 @@ bool shared_memory(char** lo, char** hi) {
 }
 }  // namespace
 
+namespace {
+const char* const kWarpNames[] = {"__shfl_sync", "__shfl_up_sync", "__shfl_down_sync", "__shfl_xor_sync",
+                                  "__ballot_sync", "__any_sync", "__all_sync", "__syncwarp",
+                                  "__reduce_add_sync", "__reduce_min_sync", "__reduce_max_sync",
+                                  "__reduce_min_sync", "__reduce_max_sync", "__activemask"};
+
+// Ends the launch with the error already in L.err, blaming the running thread.
+[[noreturn]] void fail_current() {
+    Fiber& f = L.fibers[L.cur];
+    record_thread(f);
+    L.failed = true;
+    f.state = DONE;
+    ctx_switch(&f.ctx, &L.sched);
+    __builtin_unreachable();
+}
+
+[[noreturn]] __attribute__((format(printf, 2, 3))) void async_fail(int line, const char* fmt, ...) {
+    gpubp_error* e = L.err;
+    e->code = E_ASYNC;
+    e->line = line;
+    int n = snprintf(e->message, sizeof e->message, "__pipeline_memcpy_async on line %d: ", line);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message + n, sizeof e->message - n, fmt, ap);
+    va_end(ap);
+    fail_current();
+}
+
+__attribute__((format(printf, 2, 3))) void appendf(gpubp_error* e, const char* fmt, ...) {
+    const size_t used = strlen(e->message);
+    if (used + 1 >= sizeof e->message) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message + used, sizeof e->message - used, fmt, ap);
+    va_end(ap);
+}
+
+// The lanes set in `bits` as "0-15", "3, 5, 7-9".
+void append_lanes(gpubp_error* e, unsigned bits) {
+    bool first = true;
+    for (int j = 0; j < 32; ++j) {
+        if (!((bits >> j) & 1u)) continue;
+        int k = j;
+        while (k + 1 < 32 && ((bits >> (k + 1)) & 1u)) ++k;
+        appendf(e, k > j ? "%s%d-%d" : "%s%d", first ? "" : ", ", j, k);
+        first = false;
+        j = k;
+    }
+}
+
+// Where an address lies: a guarded array argument, static or dynamic shared memory.
+void locate(const void* p, gpubp_error* e) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    e->address = a;
+    for (int b = 0; b < L.nregions; ++b) {
+        const Region& r = L.regions[b];
+        const uintptr_t lo = reinterpret_cast<uintptr_t>(r.base);
+        if (a >= lo && a < lo + r.total) {
+            e->space = SPACE_GLOBAL;
+            e->buffer = b;
+            e->byte_offset = static_cast<int64_t>(a - reinterpret_cast<uintptr_t>(r.data));
+            return;
+        }
+    }
+    const uintptr_t dl = reinterpret_cast<uintptr_t>(L.dyn_lo);
+    if (a >= dl && a < dl + static_cast<uintptr_t>(L.dyn_capacity)) {
+        e->space = SPACE_DYNAMIC_SHARED;
+        e->byte_offset = static_cast<int64_t>(a - dl);
+    } else if (a >= reinterpret_cast<uintptr_t>(L.shared_lo) && a < reinterpret_cast<uintptr_t>(L.shared_hi)) {
+        e->space = SPACE_SHARED;
+        e->byte_offset = static_cast<int64_t>(a - reinterpret_cast<uintptr_t>(L.shared_lo));
+    }
+}
+
+bool same_rendezvous(const Fiber& g, int kind, int line, unsigned mask) {
+    // __syncwarp() calls at different sites meet (sm_70 and later); other primitives meet at one call site.
+    return g.state == WARP && g.wkind == kind && g.wmask == mask && (kind == gpubp::W_SYNCWARP || g.line == line);
+}
+
+// The source lane of a shuffle, as PTX's shfl.sync computes it (c = ((32 - width) << 8) | clamp).
+int shuffle_source(int kind, int lane, int arg, int width) {
+    const int seg = 32 - width;  // the lane bits that select the segment
+    const int b = arg & 31;
+    const int min_lane = lane & seg;
+    const int max_lane = min_lane | ((kind == gpubp::W_SHFL_UP ? 0 : 31) & ~seg);
+    int j = lane;
+    bool ok = false;
+    switch (kind) {
+        case gpubp::W_SHFL_UP: j = lane - b; ok = j >= max_lane; break;
+        case gpubp::W_SHFL_DOWN: j = lane + b; ok = j <= max_lane; break;
+        case gpubp::W_SHFL_XOR: j = lane ^ b; ok = j <= max_lane; break;
+        default: j = min_lane | (b & ~seg); ok = j <= max_lane; break;
+    }
+    return ok ? j : lane;  // out of the segment: the lane's own value
+}
+
+// Completes the warp primitive at (kind, line, mask) of the warp starting at
+// thread `base` if every lane the mask names waits at it.
+void complete_if_arrived(int base, int kind, int line, unsigned mask) {
+    const int n = L.nthreads;
+    for (int j = 0; j < 32; ++j) {
+        if (!((mask >> j) & 1u)) continue;
+        if (base + j >= n || !same_rendezvous(L.fibers[base + j], kind, line, mask)) return;
+    }
+    unsigned long long acc = 0;
+    unsigned bits = 0;
+    bool first = true;
+    for (int j = 0; j < 32; ++j) {
+        if (!((mask >> j) & 1u)) continue;
+        const unsigned long long v = L.fibers[base + j].wvalue;
+        const uint32_t u = static_cast<uint32_t>(v);
+        const int32_t i = static_cast<int32_t>(u);
+        if (v) bits |= 1u << j;
+        switch (kind) {
+            case gpubp::W_REDUCE_ADD: acc = static_cast<uint32_t>(acc + u); break;
+            case gpubp::W_REDUCE_MIN_U: acc = first || u < acc ? u : acc; break;
+            case gpubp::W_REDUCE_MAX_U: acc = first || u > acc ? u : acc; break;
+            case gpubp::W_REDUCE_MIN_I:
+                acc = first || i < static_cast<int32_t>(acc) ? u : acc; break;
+            case gpubp::W_REDUCE_MAX_I:
+                acc = first || i > static_cast<int32_t>(acc) ? u : acc; break;
+            default: break;
+        }
+        first = false;
+    }
+    if (kind == gpubp::W_BALLOT) acc = bits;
+    if (kind == gpubp::W_ANY) acc = bits != 0;
+    if (kind == gpubp::W_ALL) acc = bits == mask;
+    for (int j = 0; j < 32; ++j) {
+        if (!((mask >> j) & 1u)) continue;
+        Fiber& g = L.fibers[base + j];
+        if (kind <= gpubp::W_SHFL_XOR) {
+            const int src = shuffle_source(kind, j, g.warg, g.wwidth);
+            if (src != j && !((mask >> src) & 1u)) {
+                gpubp_error* e = L.err;
+                e->code = E_WARP;
+                e->line = line;
+                snprintf(e->message, sizeof e->message,
+                         "%s on line %d (mask 0x%08x): lane %d reads lane %d, which is outside the mask%s (its value "
+                         "is undefined on a GPU)", kWarpNames[kind], line, mask, j, src,
+                         base + src >= n ? " and does not exist (a partial warp)" : "");
+                record_thread(g);
+                L.failed = true;
+                return;
+            }
+            g.wresult = L.fibers[base + src].wvalue;
+        } else {
+            g.wresult = acc;
+        }
+    }
+    for (int j = 0; j < 32; ++j) {
+        if (!((mask >> j) & 1u)) continue;
+        L.fibers[base + j].state = RUNNABLE;
+        --L.warp_waiting;
+    }
+    L.released = true;
+}
+
+// __activemask(): when no thread of the block can run, the lanes of a warp that
+// wait at the same __activemask() call get the mask of each other (the lanes a
+// GPU would find converged there); false if none waits at one.
+bool resolve_activemask() {
+    bool any = false;
+    for (int t = 0; t < L.nthreads; ++t) {
+        const Fiber& f = L.fibers[t];
+        if (f.state != WARP || f.wkind != gpubp::W_ACTIVEMASK) continue;
+        const int base = t & ~31;
+        unsigned m = 0;
+        for (int j = 0; j < 32 && base + j < L.nthreads; ++j) {
+            const Fiber& g = L.fibers[base + j];
+            if (g.state == WARP && g.wkind == gpubp::W_ACTIVEMASK && g.line == f.line) m |= 1u << j;
+        }
+        for (int j = 0; j < 32; ++j) {
+            if (!((m >> j) & 1u)) continue;
+            Fiber& g = L.fibers[base + j];
+            g.wresult = m;
+            g.state = RUNNABLE;
+            --L.warp_waiting;
+        }
+        any = true;
+    }
+    return any;
+}
+
+// No thread can run and a warp primitive waits: say which named lanes never came, and why.
+void warp_stuck_error() {
+    const int n = L.nthreads;
+    int t = 0;
+    while (L.fibers[t].state != WARP) ++t;
+    const Fiber& f = L.fibers[t];
+    const int base = t & ~31;
+    const unsigned mask = f.wmask;
+    unsigned there = 0, exited = 0, absent = 0, at_barrier = 0, elsewhere = 0, other_mask = 0;
+    int barrier_line = 0, else_kind = 0, else_line = 0;
+    unsigned else_mask = 0;
+    for (int j = 0; j < 32; ++j) {
+        if (!((mask >> j) & 1u)) continue;
+        const unsigned bit = 1u << j;
+        if (base + j >= n) {
+            absent |= bit;
+            continue;
+        }
+        const Fiber& g = L.fibers[base + j];
+        if (g.state == DONE) {
+            exited |= bit;
+        } else if (g.state == WAITING) {
+            if (!at_barrier) barrier_line = g.line;
+            at_barrier |= bit;
+        } else if (same_rendezvous(g, f.wkind, f.line, mask)) {
+            there |= bit;
+        } else if (g.wkind == f.wkind && (g.line == f.line || f.wkind == gpubp::W_SYNCWARP)) {
+            if (!other_mask) else_mask = g.wmask;
+            other_mask |= bit;
+        } else {
+            if (!elsewhere) {
+                else_kind = g.wkind;
+                else_line = g.line;
+            }
+            elsewhere |= bit;
+        }
+    }
+    gpubp_error* e = L.err;
+    e->code = E_WARP;
+    e->line = f.line;
+    snprintf(e->message, sizeof e->message, "%s (mask 0x%08x) on line %d never completes in warp %d: lane(s) ",
+             kWarpNames[f.wkind], mask, f.line, base / 32);
+    append_lanes(e, there);
+    appendf(e, " wait there");
+    if (exited) {
+        appendf(e, "; lane(s) ");
+        append_lanes(e, exited);
+        appendf(e, " exited (returned) without calling it");
+    }
+    if (absent) {
+        appendf(e, "; lane(s) ");
+        append_lanes(e, absent);
+        appendf(e, " do not exist (the block has %d threads)", n);
+    }
+    if (at_barrier) {
+        appendf(e, "; lane(s) ");
+        append_lanes(e, at_barrier);
+        appendf(e, " wait at __syncthreads() on line %d", barrier_line);
+    }
+    if (elsewhere) {
+        appendf(e, "; lane(s) ");
+        append_lanes(e, elsewhere);
+        appendf(e, " wait at %s on line %d", kWarpNames[else_kind], else_line);
+    }
+    if (other_mask) {
+        appendf(e, "; lane(s) ");
+        append_lanes(e, other_mask);
+        appendf(e, " call it with mask 0x%08x", else_mask);
+    }
+    appendf(e, ". Every lane a mask names must reach the same call with the same mask (a hang or undefined "
+               "values on a GPU)");
+    record_thread(f);
+    L.failed = true;
+}
+}  // namespace
+
 namespace gpubp {
 uint3 thread_idx;
 uint3 block_idx;
@@ -296,32 +619,132 @@ int syncthreads_count(int line, int predicate) {
 }
 
 void device_abort(const char* what, const char* file, int line) {
-    Fiber& f = L.fibers[L.cur];
     L.err->code = E_ABORT;
     L.err->line = line;
     snprintf(L.err->message, sizeof L.err->message, "%s:%d: %s", file, line, what);
-    record_thread(f);
-    L.failed = true;
-    f.state = DONE;
+    fail_current();
+}
+
+unsigned long long warp_op(int kind, int line, unsigned mask, unsigned long long value, int arg, int width) {
+    const int t = L.cur;
+    Fiber& f = L.fibers[t];
+    const int lane = t & 31;
+    gpubp_error* e = L.err;
+    if (kind != W_ACTIVEMASK && !((mask >> lane) & 1u)) {
+        e->code = E_WARP;
+        e->line = line;
+        snprintf(e->message, sizeof e->message,
+                 "lane %d calls %s on line %d with mask 0x%08x, which leaves out the calling lane (undefined on a "
+                 "GPU: the mask must name every lane that executes the call, the caller included)",
+                 lane, kWarpNames[kind], line, mask);
+        fail_current();
+    }
+    if (kind <= W_SHFL_XOR && (width < 1 || width > 32 || (width & (width - 1)) != 0)) {
+        e->code = E_WARP;
+        e->line = line;
+        snprintf(e->message, sizeof e->message,
+                 "%s on line %d: width %d is not a power of 2 from 1 to 32 (undefined on a GPU)", kWarpNames[kind],
+                 line, width);
+        fail_current();
+    }
+    f.state = WARP;
+    f.line = line;
+    f.wkind = kind;
+    f.wmask = mask;
+    f.wvalue = value;
+    f.warg = arg;
+    f.wwidth = width;
+    ++L.warp_waiting;
+    if (kind != W_ACTIVEMASK) complete_if_arrived(t - lane, kind, line, mask);
     ctx_switch(&f.ctx, &L.sched);
-    __builtin_unreachable();
+    return f.wresult;
+}
+
+void misaligned(const void* p, int size, int write, const char* type) {
+    gpubp_error* e = L.err;
+    e->code = E_MISALIGNED;
+    e->access = write;
+    e->access_size = size;
+    snprintf(e->message, sizeof e->message, "%s", type);
+    locate(p, e);
+    fail_current();
+}
+
+void pipeline_memcpy_async(void* dst, const void* src, unsigned long size, unsigned long zfill, int line) {
+    Fiber& f = L.fibers[L.cur];
+    char* d = static_cast<char*>(dst);
+    const char* s = static_cast<const char*>(src);
+    if (size != 4 && size != 8 && size != 16) {
+        async_fail(line, "size_and_align must be 4, 8 or 16 bytes, got %lu", size);
+    }
+    if (zfill > size) async_fail(line, "zfill (%lu bytes) exceeds size_and_align (%lu bytes)", zfill, size);
+    if (reinterpret_cast<uintptr_t>(d) % size) misaligned(d, static_cast<int>(size), 1, "__pipeline_memcpy_async destination");
+    if (reinterpret_cast<uintptr_t>(s) % size) misaligned(s, static_cast<int>(size), 0, "__pipeline_memcpy_async source");
+    const bool in_dynamic_capacity = d >= L.dyn_lo && d < L.dyn_lo + L.dyn_capacity;
+    const bool in_dynamic = in_dynamic_capacity && d + size <= L.dyn_lo + L.dyn_bytes;
+    const bool in_static = !in_dynamic_capacity && d >= L.shared_lo && d + size <= L.shared_hi;
+    if (!in_dynamic && !in_static) {
+        if (in_dynamic_capacity)
+            async_fail(line, "the destination (dynamic shared memory byte %lld) lies past the end of the launch's "
+                       "%lld bytes of dynamic shared memory (shared_mem)", static_cast<long long>(d - L.dyn_lo),
+                       static_cast<long long>(L.dyn_bytes));
+        async_fail(line, "the destination %p is not shared memory: cp.async copies global -> shared", dst);
+    }
+    if (s >= L.shared_lo && s < L.shared_hi)
+        async_fail(line, "the source %p is shared memory: cp.async copies global -> shared", src);
+    if (f.npending == kMaxPending)
+        async_fail(line, "more than %d copies in flight in one thread (the emulator's limit): __pipeline_commit() "
+                   "and __pipeline_wait_prior() before issuing more", kMaxPending);
+    PendingCopy& c = f.pending[f.npending];
+    memcpy(c.data, s, size - zfill);  // the source is read now, so a bad one faults naming this thread
+    ++f.npending;
+    c.dst = d;
+    c.size = static_cast<int>(size);
+    c.zfill = static_cast<int>(zfill);
+    c.group = f.commits;
+    fill_pattern(d, d + size);  // the destination is garbage until the wait lands the copy
+}
+
+void pipeline_commit() { ++L.fibers[L.cur].commits; }
+
+void pipeline_wait_prior(unsigned long prior) {
+    Fiber& f = L.fibers[L.cur];
+    if (prior > 8) prior = 8;  // cuda_pipeline.h: at most 8 stages are told apart
+    const int landed_below = f.commits - static_cast<int>(prior);  // these committed groups are complete
+    int k = 0;
+    for (int i = 0; i < f.npending; ++i) {
+        PendingCopy& c = f.pending[i];
+        if (c.group < landed_below) {
+            memcpy(c.dst, c.data, c.size - c.zfill);
+            memset(c.dst + c.size - c.zfill, 0, c.zfill);
+        } else {
+            f.pending[k++] = c;
+        }
+    }
+    f.npending = k;
 }
 }  // namespace gpubp
 
 namespace {
 
-// Runs the block gpubp::block_idx.  Threads run in index order, reversed on
-// every other phase and block, so that a missing barrier shows up whichever
-// direction the data flows between threads.
+// Runs the block gpubp::block_idx.  Each sweep runs every runnable thread until
+// it blocks (barrier, warp primitive) or returns, in index order, reversed on
+// every other sweep and block, so that a missing barrier or __syncwarp() shows
+// up whichever direction the data flows between threads.  A kernel without
+// warp primitives has one sweep per barrier phase.
 void run_block(unsigned long long block_linear) {
     const int n = L.nthreads;
     for (int t = 0; t < n; ++t) {
         Fiber& f = L.fibers[t];
         f.state = RUNNABLE;
+        f.commits = 0;
+        f.npending = 0;
         ctx_make(&f.ctx, g_stacks + t * stack_slot() + g_page, kStackBytes, fiber_entry);
     }
-    for (unsigned long long phase = 0;; ++phase) {
-        const bool reverse = ((block_linear + phase) & 1) != 0;
+    L.warp_waiting = 0;
+    for (unsigned long long sweep = 0;; ++sweep) {
+        const bool reverse = ((block_linear + sweep) & 1) != 0;
+        L.released = false;
         for (int k = 0; k < n; ++k) {
             const int t = reverse ? n - 1 - k : k;
             Fiber& f = L.fibers[t];
@@ -330,6 +753,16 @@ void run_block(unsigned long long block_linear) {
             gpubp::thread_idx = f.tid;
             ctx_switch(&L.sched, &f.ctx);
             if (L.failed) return;
+        }
+        if (L.released) {  // a warp primitive completed: its lanes may run on
+            bool runnable = false;
+            for (int t = 0; t < n && !runnable; ++t) runnable = L.fibers[t].state == RUNNABLE;
+            if (runnable) continue;
+        }
+        if (L.warp_waiting > 0) {
+            if (resolve_activemask()) continue;
+            warp_stuck_error();
+            return;
         }
         int waiting = 0, done = 0, count = 0;
         for (int t = 0; t < n; ++t) {
@@ -382,20 +815,34 @@ void run_block(unsigned long long block_linear) {
     }
 }
 
-void run_grid(const unsigned grid[3], char* shared_lo, char* shared_hi) {
+// Shared memory starts each block as garbage, as on a GPU: the static part of
+// the TLS block and the launch's share of the dynamic region are poisoned.
+void poison_shared() {
+    fill_pattern(L.shared_lo, L.dyn_lo);
+    fill_pattern(L.dyn_lo + L.dyn_capacity, L.shared_hi);
+    fill_pattern(L.dyn_lo, L.dyn_lo + L.dyn_bytes);
+}
+
+// touched (one flag per static variable of cfg, or null): set for each
+// variable some block wrote, so that the launch learns how much static shared
+// memory the kernel uses (the module's variables are those of all its kernels).
+void run_grid(const unsigned grid[3], const gpubp_shared_cfg* cfg, char* touched) {
     unsigned long long linear = 0;
     for (unsigned z = 0; z < grid[2]; ++z)
         for (unsigned y = 0; y < grid[1]; ++y)
             for (unsigned x = 0; x < grid[0]; ++x, ++linear) {
                 gpubp::block_idx = uint3{x, y, z};
-                // shared memory starts each block as garbage, as on a GPU
-                fill_pattern(shared_lo, shared_hi);
+                poison_shared();
                 run_block(linear);
                 if (L.failed) {
                     L.err->block[0] = x;
                     L.err->block[1] = y;
                     L.err->block[2] = z;
                     return;
+                }
+                for (int v = 0; touched && v < cfg->nvars; ++v) {
+                    char* lo = L.shared_lo + cfg->vars[2 * v];
+                    if (!touched[v] && !is_pattern(lo, lo + cfg->vars[2 * v + 1])) touched[v] = 1;
                 }
             }
 }
@@ -523,17 +970,21 @@ extern "C" GPUBP_EXPORT long long gpubp_shared_bytes() {
     return shared_memory(&lo, &hi) ? hi - lo : -1;
 }
 
-// Runs thunk(argv) on every thread of grid x block.  Returns err->code (E_OK
-// on success); the arrays behind `buffers` receive the results only on success.
+extern "C" GPUBP_EXPORT long long gpubp_dynamic_shared_bytes() { return gpubp_dynamic_shared_capacity; }
+
+// Runs thunk(argv) on every thread of grid x block with `shared` (dynamic
+// shared memory, static budget).  Returns err->code (E_OK on success); the
+// arrays behind `buffers` receive the results only on success.
 extern "C" GPUBP_EXPORT int gpubp_launch(void (*thunk)(void**), const unsigned grid[3], const unsigned block[3],
-                                         int nbuffers, const gpubp_buffer* buffers, int nargs,
-                                         const gpubp_arg* args, gpubp_error* err) {
+                                         const gpubp_shared_cfg* shared, int nbuffers, const gpubp_buffer* buffers,
+                                         int nargs, const gpubp_arg* args, gpubp_error* err) {
     memset(err, 0, sizeof *err);
     err->buffer = -1;
     err->access = -1;
     if (!g_page) g_page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
     const unsigned long long nthreads = 1ull * block[0] * block[1] * block[2];
-    if (nthreads == 0 || nthreads > kMaxThreads || grid[0] == 0 || grid[1] == 0 || grid[2] == 0 || nargs > 256) {
+    if (nthreads == 0 || nthreads > kMaxThreads || grid[0] == 0 || grid[1] == 0 || grid[2] == 0 || nargs > 256 ||
+        shared->dynamic_bytes < 0 || shared->dynamic_bytes > gpubp_dynamic_shared_capacity) {
         err->code = E_CONFIG;
         return err->code;
     }
@@ -581,6 +1032,17 @@ extern "C" GPUBP_EXPORT int gpubp_launch(void (*thunk)(void**), const unsigned g
             err->code = E_SYSTEM;
             snprintf(err->message, sizeof err->message, "cannot locate the module's TLS block (shared memory)");
             ok = false;
+        } else {
+            L.shared_lo = shared_lo;
+            L.shared_hi = shared_hi;
+            L.dyn_lo = gpubp_dynamic_shared;
+            L.dyn_capacity = gpubp_dynamic_shared_capacity;
+            L.dyn_bytes = shared->dynamic_bytes;
+            if (L.dyn_lo < shared_lo || L.dyn_lo + L.dyn_capacity > shared_hi) {
+                err->code = E_SYSTEM;
+                snprintf(err->message, sizeof err->message, "dynamic shared memory lies outside the TLS block");
+                ok = false;
+            }
         }
     }
     if (ok) {
@@ -590,10 +1052,14 @@ extern "C" GPUBP_EXPORT int gpubp_launch(void (*thunk)(void**), const unsigned g
             ok = false;
         }
     }
+    const bool measure = ok && shared->static_budget >= 0 && shared->nvars > 0;
+    char* touched = measure ? new char[shared->nvars]() : nullptr;
     if (ok) {
+        // The dynamic region past the launch's share is a canary, checked after the launch.
+        fill_pattern(L.dyn_lo + L.dyn_bytes, L.dyn_lo + L.dyn_capacity);
         if (sigsetjmp(L.jmp, 1) == 0) {
             L.in_kernel = 1;
-            run_grid(grid, shared_lo, shared_hi);
+            run_grid(grid, shared, touched);
             L.in_kernel = 0;
         } else {
             classify_fault();
@@ -603,12 +1069,32 @@ extern "C" GPUBP_EXPORT int gpubp_launch(void (*thunk)(void**), const unsigned g
         }
         restore_handlers();
         ok = !L.failed;
+        if (ok && measure) {
+            for (int v = 0; v < shared->nvars; ++v)
+                if (touched[v]) err->static_smem += shared->vars[2 * v + 1];
+            if (err->static_smem > shared->static_budget) {
+                err->code = E_SMEM;
+                ok = false;
+            }
+        }
+        if (ok) {
+            const char* tail = L.dyn_lo + L.dyn_bytes;
+            for (const char* p = tail; p < L.dyn_lo + L.dyn_capacity; ++p) {
+                if (static_cast<unsigned char>(*p) != kPattern[reinterpret_cast<uintptr_t>(p) & 3]) {
+                    err->code = E_SMEM_CANARY;
+                    err->byte_offset = p - L.dyn_lo;
+                    ok = false;
+                    break;
+                }
+            }
+        }
         for (int b = 0; ok && b < nbuffers; ++b) ok = check_canary(regions[b], b, err);
         for (int b = 0; ok && b < nbuffers; ++b)
             if (buffers[b].copy_out && regions[b].nbytes) memcpy(buffers[b].host, regions[b].data, regions[b].nbytes);
     }
     for (int b = 0; b < mapped; ++b)
         if (regions[b].base) munmap(regions[b].base, regions[b].total);
+    delete[] touched;
     L.regions = nullptr;
     L.nregions = 0;
     return err->code;

@@ -33,4 +33,24 @@ void syncthreads(int line) GPUBP_HIDDEN;
 int syncthreads_count(int line, int predicate) GPUBP_HIDDEN;
 // Device-side assert / __trap(): ends the launch with an error.
 [[noreturn]] void device_abort(const char* what, const char* file, int line) GPUBP_HIDDEN;
+
+// Warp-synchronous primitives: a rendezvous of the lanes `mask` names, at
+// source line `line`.  `value` is this lane's operand (its bits), `arg` the
+// source lane / delta / lane mask of a shuffle, `width` a shuffle's segment.
+enum WarpKind {
+    W_SHFL_IDX, W_SHFL_UP, W_SHFL_DOWN, W_SHFL_XOR, W_BALLOT, W_ANY, W_ALL, W_SYNCWARP,
+    W_REDUCE_ADD, W_REDUCE_MIN_U, W_REDUCE_MAX_U, W_REDUCE_MIN_I, W_REDUCE_MAX_I, W_ACTIVEMASK,
+};
+unsigned long long warp_op(int kind, int line, unsigned mask, unsigned long long value, int arg,
+                           int width) GPUBP_HIDDEN;
+
+// A vector access (float2/float4/double2...) at an address not aligned to its size.
+[[noreturn]] void misaligned(const void* p, int size, int write, const char* type) GPUBP_HIDDEN;
+
+// Asynchronous global -> shared copies (cuda_pipeline.h): issued, committed in
+// groups, and landed at the wait, never before.
+void pipeline_memcpy_async(void* dst, const void* src, unsigned long size, unsigned long zfill,
+                           int line) GPUBP_HIDDEN;
+void pipeline_commit() GPUBP_HIDDEN;
+void pipeline_wait_prior(unsigned long prior) GPUBP_HIDDEN;
 }  // namespace gpubp

@@ -1,0 +1,3 @@
+// cuda_pipeline.h for the gpubp emulator: the primitives are in cuda_shim.h,
+// so a kernel that includes the real header on a GPU compiles here unchanged.
+#pragma once
