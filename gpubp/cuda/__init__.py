@@ -2,6 +2,7 @@
 NVRTC, and the emulated device.  Layered bottom-up, each module importing only
 those above it in this list:
 
+    archs       per-architecture limits (threads, registers, shared memory per SM and block)
     sources     where kernels/*.cu live, their tunables, a cached KernelSet per device
     emulator/   an emulated CUDA device: the .cu source compiled for the CPU
     launchers   one validating launcher per kernel (the launch shape lives here)
