@@ -13,7 +13,7 @@ PKG = Path(__file__).resolve().parents[1] / "gpubp"
 #: bottom first; a module may import only modules of a lower layer (or of its own package below it)
 LAYERS = [
     ["cuda.archs"],              # per-architecture limits: imports nothing of gpubp
-    ["_version", "validation", "device", "costs", "progress", "cuda", "cuda.emulator", "check"],
+    ["_version", "validation", "device", "costs", "progress", "blas", "cuda", "cuda.emulator", "check"],
     ["numpy_backend", "reference", "persistence", "datasets", "parallel", "cuda.sources"],
     ["testing", "cuda.launchers"],
     ["cuda.nvrtc", "check.kernels"],
