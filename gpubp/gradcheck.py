@@ -23,7 +23,7 @@ from .validation import InputError, check_positive
 
 @dataclass
 class ParamCheck:
-    name: str            # "W1", "b2", …
+    name: str            # "W1", "b2", …: the layer l of model.W[l], grads.dW[l] (l = 1 … L)
     rel_error: float
     max_abs_diff: float
 
@@ -57,8 +57,9 @@ def batch_cost(model: MLP, X, Y) -> float:
 
 
 def numerical_gradient(model: MLP, X, y, h=1e-5):
-    """Central differences of the batch cost for every W_l and b_l (lists, layer 1 first)."""
-    dW, db = [], []
+    """Central differences of the batch cost for every W_l and b_l: lists indexed by layer as
+    ``model.W`` and ``backward``'s ``Gradients`` are (``dW[l]`` for l = 1 … L, ``dW[0]`` None)."""
+    dW, db = [None], [None]
     for params, out in ((model.W, dW), (model.b, db)):
         for l in range(1, model.L + 1):
             p = params[l]
@@ -86,7 +87,8 @@ def compare(model: MLP, X, y, h=1e-5, tol=1e-6) -> GradcheckResult:
     num_dW, num_db = numerical_gradient(model, X, y, h)
     params = []
     for kind, analytic, numeric in (("W", grads.dW, num_dW), ("b", grads.db, num_db)):
-        for l, (ga, gn) in enumerate(zip(analytic, numeric), start=1):
+        for l in range(1, model.L + 1):              # W1 is model.W[1], grads.dW[1]: layer 1
+            ga, gn = analytic[l], numeric[l]
             denom = np.linalg.norm(ga) + np.linalg.norm(gn)
             rel = float(np.linalg.norm(ga - gn) / denom) if denom > 0 else 0.0
             params.append(ParamCheck(f"{kind}{l}", rel, float(np.max(np.abs(ga - gn)))))

@@ -18,13 +18,13 @@ def test_example1_single_sigmoid_layer_cross_entropy():
     # by hand: δ = a − y, ∂C/∂W = xᵀ δ
     a = 1 / (1 + np.exp(-(x @ net.weights[0] + net.biases[0])))
     delta = a - np.array([[1.0, 0.0]])
-    assert_close(g.dW[0], x.T @ delta, np.float64, what="dW")
-    assert_close(g.db[0], delta[0], np.float64, what="db")
+    assert_close(g.dW[1], x.T @ delta, np.float64, what="dW")
+    assert_close(g.db[1], delta[0], np.float64, what="db")
     net.step(x, y, lr=0.01)
     after = net.evaluate(x, y)["loss"]
     assert after < before
     # first-order prediction of the decrease: ΔC ≈ −η ‖∇C‖²
-    expected_drop = 0.01 * (np.sum(g.dW[0] ** 2) + np.sum(g.db[0] ** 2))
+    expected_drop = 0.01 * (np.sum(g.dW[1] ** 2) + np.sum(g.db[1] ** 2))
     assert before - after == pytest.approx(expected_drop, rel=0.05)
     net2 = MLP([3, 2], loss="cross_entropy", backend="numpy", dtype=np.float64, seed=7)
     assert compare(net2, x, y).passed
@@ -50,5 +50,5 @@ def test_example3_binary_cross_entropy_delta_is_a_minus_y_exactly(label, rng):
     np.testing.assert_array_equal(ws.delta[1], ws.a[1] - y[:, None])
     # and it is the true gradient: ∂C/∂b = mean(a − y)
     g = net.backward(X, y)
-    assert g.db[0][0] == pytest.approx(np.mean(ws.a[1][:, 0] - label), rel=1e-12)
+    assert g.db[1][0] == pytest.approx(np.mean(ws.a[1][:, 0] - label), rel=1e-12)
     assert compare(net, X, y).passed

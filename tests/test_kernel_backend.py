@@ -39,9 +39,9 @@ def test_backward_and_evaluate_match_numpy_float64(device, loss):
     ref = MLP([7, 65, 3], loss=loss, backend="numpy", dtype=np.float64, seed=2)
     dev = MLP([7, 65, 3], loss=loss, backend=device, dtype=np.float64, seed=2)
     g_ref, g_dev = ref.backward(X, y), dev.backward(X, y)
-    for l in range(2):
-        assert_close(g_dev.dW[l], g_ref.dW[l], np.float64, what=f"dW{l + 1}")
-        assert_close(g_dev.db[l], g_ref.db[l], np.float64, what=f"db{l + 1}")
+    for l in (1, 2):                      # indexed by layer, as W
+        assert_close(g_dev.dW[l], g_ref.dW[l], np.float64, what=f"dW{l}")
+        assert_close(g_dev.db[l], g_ref.db[l], np.float64, what=f"db{l}")
     assert g_dev.loss == pytest.approx(g_ref.loss, rel=1e-12)
     e_ref, e_dev = ref.evaluate(X, y), dev.evaluate(X, y)
     assert e_dev["loss"] == pytest.approx(e_ref["loss"], rel=1e-12) and e_dev["accuracy"] == e_ref["accuracy"]

@@ -70,9 +70,37 @@ def test_backward_known_values_single_layer():
     a = sigmoid(0.5 - 0.5 + 0.1)
     g = net.backward(x, np.array([[1.0]]))
     d = (a - 1.0) * a * (1 - a)
-    np.testing.assert_allclose(g.dW[0], [[d * 1.0], [d * 2.0]], rtol=1e-12)
-    np.testing.assert_allclose(g.db[0], [d], rtol=1e-12)
+    assert g.dW[0] is None and g.db[0] is None                  # indexed by layer, as net.W: W[0] is None
+    np.testing.assert_allclose(g.dW[1], [[d * 1.0], [d * 2.0]], rtol=1e-12)
+    np.testing.assert_allclose(g.db[1], [d], rtol=1e-12)
     assert g.loss == pytest.approx(0.5 * (a - 1.0) ** 2, rel=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "emulated"])
+def test_grads_dW_l_is_the_derivative_in_W_l(rng, backend):
+    """One numbering: grads.dW[l] is the finite difference of the cost in net.W[l] (not in W[l + 1]), for
+    layers of different shapes so that a shifted index cannot pass; gradcheck's 'W1' is net.W[1]."""
+    net = MLP([4, 6, 3, 2], loss="mse", backend=backend, dtype=np.float64, seed=4)
+    X, y = rng.standard_normal((5, 4)), rng.integers(0, 2, 5)
+    g = net.backward(X, y)
+    assert len(g.dW) == len(net.W) == 4 and g.dW[0] is None and g.db[0] is None
+    h = 1e-6
+    for l in (1, 2, 3):
+        assert g.dW[l].shape == net.W[l].shape and g.db[l].shape == net.b[l].shape
+        for params, grad in ((net.W, g.dW), (net.b, g.db)):
+            flat = params[l].reshape(-1)
+            old = flat[0].copy()
+            flat[0] = old + h
+            plus = net.evaluate(X, y)["loss"]
+            flat[0] = old - h
+            minus = net.evaluate(X, y)["loss"]
+            flat[0] = old
+            assert grad[l].reshape(-1)[0] == pytest.approx((plus - minus) / (2 * h), rel=1e-6, abs=1e-10)
+    from gpubp.gradcheck import compare
+    result = compare(net, X, y)
+    assert [p.name for p in result.params] == ["W1", "W2", "W3", "b1", "b2", "b3"]
+    num_dW, _ = numerical_gradient(net, X, y)
+    assert [None if d is None else d.shape for d in num_dW] == [None, (4, 6), (6, 3), (3, 2)]
 
 
 def test_backward_is_mean_over_batch_of_per_sample_gradients(rng):
@@ -80,9 +108,9 @@ def test_backward_is_mean_over_batch_of_per_sample_gradients(rng):
     X, y = rng.standard_normal((6, 4)), rng.integers(0, 3, 6)
     batch = net.backward(X, y)
     singles = [net.backward(X[i:i + 1], y[i:i + 1]) for i in range(6)]
-    for l in range(2):
-        assert_close(batch.dW[l], np.mean([s.dW[l] for s in singles], axis=0), np.float64, what=f"dW{l + 1}")
-        assert_close(batch.db[l], np.mean([s.db[l] for s in singles], axis=0), np.float64, what=f"db{l + 1}")
+    for l in (1, 2):
+        assert_close(batch.dW[l], np.mean([s.dW[l] for s in singles], axis=0), np.float64, what=f"dW{l}")
+        assert_close(batch.db[l], np.mean([s.db[l] for s in singles], axis=0), np.float64, what=f"db{l}")
 
 
 # -- SGD updates ---------------------------------------------------------------------
@@ -90,32 +118,33 @@ def test_step_applies_momentum_and_weight_decay_formula(rng):
     net = MLP([4, 6, 3], loss="mse", backend="numpy", dtype=np.float64, seed=5)
     X, y = rng.standard_normal((8, 4)), rng.integers(0, 3, 8)
     eta, lmbda, mu = 0.3, 0.01, 0.9
-    W, b = net.weights, net.biases
-    vW = [np.zeros_like(w) for w in W]
-    vb = [np.zeros_like(x) for x in b]
+    layers = (1, 2)                                 # l = 1 … L: net.W[l], g.dW[l] (index 0 is None)
+    W, b = {l: net.W[l].copy() for l in layers}, {l: net.b[l].copy() for l in layers}
+    vW = {l: np.zeros_like(W[l]) for l in layers}
+    vb = {l: np.zeros_like(b[l]) for l in layers}
     for _ in range(3):  # three steps so the velocity matters
         g = net.backward(X, y)
-        for l in range(2):
+        for l in layers:
             vW[l] = mu * vW[l] + g.dW[l] + lmbda * W[l]
             vb[l] = mu * vb[l] + g.db[l]
             W[l] = W[l] - eta * vW[l]
             b[l] = b[l] - eta * vb[l]
         net.step(X, y, lr=eta, weight_decay=lmbda, momentum=mu)
-        for l in range(2):
-            assert_close(net.weights[l], W[l], np.float64, what=f"W{l + 1}")
-            assert_close(net.biases[l], b[l], np.float64, what=f"b{l + 1}")
+        for l in layers:
+            assert_close(net.W[l], W[l], np.float64, what=f"W{l}")
+            assert_close(net.b[l], b[l], np.float64, what=f"b{l}")
 
 
 @pytest.mark.parametrize("sizes", [[3, 5, 2], [4, 5, 4, 2]])  # 2nd: batch = a layer's fan-in, so W and δ shapes agree
 def test_plain_sgd_step_is_w_minus_eta_grad(rng, sizes):
     net = MLP(sizes, loss="cross_entropy", backend="numpy", dtype=np.float64, seed=6)
     X, y = rng.standard_normal((4, sizes[0])), rng.integers(0, 2, 4)
-    W0, b0, g = net.weights, net.biases, net.backward(X, y)
+    W0, b0, g = [None] + net.weights, [None] + net.biases, net.backward(X, y)     # indexed by layer, as net.W
     loss = net.step(X, y, lr=0.7)
     assert loss == pytest.approx(g.loss, rel=1e-12)
-    for l in range(len(sizes) - 1):
-        assert_close(net.weights[l], W0[l] - 0.7 * g.dW[l], np.float64)
-        assert_close(net.biases[l], b0[l] - 0.7 * g.db[l], np.float64)
+    for l in range(1, len(sizes)):
+        assert_close(net.W[l], W0[l] - 0.7 * g.dW[l], np.float64, what=f"W{l}")
+        assert_close(net.b[l], b0[l] - 0.7 * g.db[l], np.float64, what=f"b{l}")
 
 
 def test_step_allocates_nothing():
@@ -291,9 +320,10 @@ def test_numerical_gradient_helper_matches_known_derivative():
     net = MLP([1, 1], loss="mse", backend="numpy", dtype=np.float64, seed=0)
     net.W[1][...] = 0.0
     net.b[1][...] = 0.3
-    _, db = numerical_gradient(net, np.zeros((1, 1)), np.ones((1, 1)))
+    dW, db = numerical_gradient(net, np.zeros((1, 1)), np.ones((1, 1)))
     a = sigmoid(0.3)
-    assert db[0][0] == pytest.approx((a - 1) * a * (1 - a), rel=1e-8)
+    assert dW[0] is None and db[0] is None                        # indexed by layer, as net.W
+    assert db[1][0] == pytest.approx((a - 1) * a * (1 - a), rel=1e-8)
 
 
 def test_a_stepper_step_is_the_public_step(rng):
