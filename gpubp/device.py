@@ -28,6 +28,13 @@ class DeviceUnavailable(RuntimeError):
 notes: list[str] = []
 
 _FIX = "use backend='numpy' (or 'emulated') on this machine"
+_FIX_CLI = "use --backend numpy (or emulated) on this machine"
+
+
+def for_command_line(text: str) -> str:
+    """A message of this module as a command-line user reads it: the fix spelt as the flag
+    (``--backend numpy``), not as the Python argument (``backend='numpy'``) the library says."""
+    return text.replace(_FIX, _FIX_CLI)
 
 
 def _usable_dir(path: str) -> bool:

@@ -17,6 +17,9 @@ def test_train_digits_reaches_97_percent_and_saves(tmp_path, capsys):
     acc = float(re.search(r"test accuracy ([\d.]+)%", out).group(1))
     assert acc >= 97.0, out
     assert "network [64, 64, 10], loss cross_entropy, backend auto: picked" in out
+    # what the train log says of the BLAS threads: digits' steps (10 x 64-64-10) are small, so one thread
+    assert re.search(r"^BLAS: .*, 1 thread\(s\) for the training steps \(a step is 1e\+05 multiply-adds, below "
+                     r"2\.2e\+07", out, re.M), out
     from gpubp import datasets
     d = datasets.digits()
     model = MLP.load(path, backend="numpy")
@@ -52,7 +55,19 @@ def test_cupy_backend_without_a_device_is_a_one_line_error_with_the_fix(capsys):
     assert main(["train", "--dataset", "digits", "--backend", "cupy", "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
-    assert why in err and "backend='numpy'" in err        # the reason, and what to do instead
+    # the reason, and what to do instead, as a flag of this command (not the Python API's backend='numpy')
+    assert "--backend numpy (or emulated)" in err and "backend='numpy'" not in err
+    from gpubp.device import for_command_line
+    assert for_command_line(why) in err
+
+
+def test_the_python_api_keeps_the_python_spelling_of_the_fix():
+    from gpubp.device import DeviceUnavailable, cuda_status
+    ok, why = cuda_status()
+    if ok:
+        pytest.skip(f"a CUDA device is here ({why})")
+    with pytest.raises(DeviceUnavailable, match="use backend='numpy'"):
+        MLP([2, 2], backend="cupy")
 
 
 def test_unwritable_save_path_is_refused_before_training(tmp_path, capsys, monkeypatch):
@@ -112,3 +127,7 @@ def test_info_and_module_entry_point():
     assert "backend numpy: available" in out
     assert re.search(r"backend cupy: (available|unavailable): ", out)
     assert "backend='auto' picks: auto: picked" in out
+    from gpubp import blas
+    assert re.search(r"^BLAS: \S+ .*, \d+ thread\(s\) by default; gpubp uses 1 thread for steps of fewer than "
+                     r"2\.2e\+07 multiply-adds", out, re.M) or "BLAS threads: not controlled" in out
+    assert f"{blas.ONE_THREAD_BELOW:.2g}" in out or "not controlled" in out
