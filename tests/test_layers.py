@@ -21,7 +21,7 @@ LAYERS = [
     ["backend"],
     ["mlp"],
     ["gradcheck", "bench.cases", "check.fit", "sklearn"],
-    ["bench.timing"],
+    ["bench.timing", "bench.stats"],
     ["bench.plot", "bench.dp"],
     ["bench.report"],
     ["bench.suite"],

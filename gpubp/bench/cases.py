@@ -8,6 +8,8 @@ answer is right (a float64 reference) and its napkin math (bytes, flops).
     kernel   each fused op against the unfused array expression it replaces,
              with the napkin math: bytes moved and flops per call
     e2e      training throughput on the digits data (samples per second)
+    threads  gpubp's fit step on one BLAS thread against the BLAS's default count, per net and
+             batch (``THREAD_NETS`` x ``THREAD_BATCHES``): where threads pay (``gpubp.blas``)
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from .. import blas
 from ..backend import get_backend
 from ..costs import get_cost
 from ..cuda.launchers import SPECS
@@ -29,12 +32,15 @@ LOSSES = ("mse", "cross_entropy")
 #: (B, I, O) of the kernel cases: the hidden layer of the largest net
 KERNEL_SHAPE = (512, 1024, 1024)
 ETA = 0.01
+#: the nets and batches of the threads group
+THREAD_NETS = [[784, 30, 10], [784, 100, 10], [784, 256, 256, 10], [784, 1024, 1024, 10]]
+THREAD_BATCHES = (10, 32, 128, 512)
 
 
 @dataclass
 class Case:
     """One thing to time: ``fn`` does one call; ``check`` raises if its result is wrong."""
-    group: str                 # "step", "kernel", "e2e"
+    group: str                 # "step", "kernel", "e2e", "threads"
     case: str                  # what is computed, e.g. "[784, 30, 10] b10 mse"
     impl: str                  # who computes it, e.g. "gpubp numpy", "GEMM floor numpy"
     device: str                # "cpu" or "gpu"
@@ -45,6 +51,13 @@ class Case:
     bytes: float | None = None
     items: int | None = None   # samples per call (e2e throughput)
     unavailable: str | None = None
+    threads: int | None = None  # the BLAS threads it runs on (None: no host BLAS, or its library's own)
+    pin_threads: bool = False   # timed with the BLAS pinned to ``threads`` (gpubp's own choice off)
+
+
+def gpubp_threads(sizes, B):
+    """The BLAS threads gpubp's own choice gives a step of ``sizes`` on B rows (gpubp.blas)."""
+    return blas.threads_for(sizes, B) or blas.default_threads()
 
 
 
@@ -96,6 +109,7 @@ def step_cases(sizes, B, loss, backends=("numpy",), torch_devices=("cpu",), seed
     X, Y, idx = batch(sizes, B, seed)
     label = net_label(sizes, B, loss)
     model0 = MLP(sizes, loss=loss, backend="numpy", seed=seed)
+    threads = gpubp_threads(sizes, B)      # NumPy rows all run on gpubp's choice: the ratios compare code
     ref = _Reference(model0, X, Y, idx, loss)
     cases = []
     for name in backends:
@@ -123,14 +137,47 @@ def step_cases(sizes, B, loss, backends=("numpy",), torch_devices=("cpu",), seed
 
             # the step fit runs: the data on the device, checked once, then one step per call
             step = (lambda step=model.stepper(Xd, Yd, lr=ETA, with_loss=False), idxd=idxd: step(idxd))
+            host = device == "cpu"
             cases.append(Case("step", label, impl, device, step, check, floor=(label, f"GEMM floor {name}"),
-                              flops=step_flops(sizes, B)))
+                              flops=step_flops(sizes, B), threads=threads if host else None))
             if not options:
-                cases.append(gemm_floor_case(model, B, label, device, name))
+                floor = gemm_floor_case(model, B, label, device, name)
+                floor.threads, floor.pin_threads = (threads, True) if host else (None, False)
+                cases.append(floor)
                 cases.append(public_step_case(model, X, Y, idx, label, device, name, ref, seed))
-    cases.append(_obvious_case(model0, X, Y, idx, loss, label, ref))
+                cases[-1].threads = threads if host else None
+    obvious = _obvious_case(model0, X, Y, idx, loss, label, ref)
+    obvious.threads, obvious.pin_threads = threads, True
+    cases.append(obvious)
     for dev in torch_devices:
         cases.append(torch_step_case(model0, X, Y, idx, loss, label, dev, ref))
+    return cases
+
+
+def thread_cases(sizes, B, loss="cross_entropy", seed=0):
+    """gpubp's fit step (a Stepper) of ``sizes`` on B rows with the BLAS pinned to one thread and to
+    its default count (gpubp's own choice off), timed together: the ratio says where threads pay."""
+    X, Y, idx = batch(sizes, B, seed)
+    ref = _Reference(MLP(sizes, loss=loss, backend="numpy", seed=seed), X, Y, idx, loss)
+    label, default = f"{sizes} b{B}", blas.default_threads()
+    if default is None:
+        return [Case("threads", label, "1 thread", "cpu", None, unavailable=blas.describe())]
+    cases = []
+    for n in dict.fromkeys((1, default)):
+        model = MLP(sizes, loss=loss, backend="numpy", seed=seed)
+        Xd, Yd = model.to_device(X, Y)
+        idxd = np.asarray(idx, np.int64)
+
+        def check(n=n):
+            m = MLP(sizes, loss=loss, backend="numpy", seed=seed)
+            with blas.pinned(n):
+                m.stepper(Xd, Yd, lr=ETA, with_loss=False)(idxd)
+            check_step_update(f"{label} on {n} BLAS thread(s)", m.weights, m.biases, ref)
+
+        step = model.stepper(Xd, Yd, lr=ETA, with_loss=False)
+        cases.append(Case("threads", label, f"{n} thread{'s' if n > 1 else ''}", "cpu",
+                          lambda step=step: step(idxd), check, flops=step_flops(sizes, B), threads=n,
+                          pin_threads=True))
     return cases
 
 

@@ -23,6 +23,10 @@ NETS = [([784, 256, 256, 10], 128), ([784, 1024, 1024, 10], 512)]
 RANKS = (1, 2)
 
 
+def _short(case):
+    return case.replace("cross_entropy", "ce").replace(" data-parallel", " dp")
+
+
 def mpiexec() -> str | None:
     """mpiexec beside this Python (the mpich wheel's) or on PATH."""
     return shutil.which("mpiexec", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
@@ -65,11 +69,20 @@ def measure(sizes, B, reps) -> dict:
     reduce_s = float(np.median(reduce_times)) if comm.Get_size() > 1 else 0.0
     return {"ranks": comm.Get_size(), "step_s": step_s, "iqr_s": float(np.subtract(*np.percentile(times, [75, 25]))),
             "allreduce_s": reduce_s, "bytes": dp.nbytes, "link_Bps": link if comm.Get_size() > 1 else None,
-            "reason": dp.reason, "n": reps}
+            "reason": dp.reason, "n": reps, "times": [float(t) for t in times]}
 
 
-def rows(nets=None, quick=False, log=print):
-    """The dp group's rows (gpubp.bench.timing.Row), timed in child processes."""
+def placeholders(nets=None):
+    """The dp group's rows before they are timed (their names: the suite sizes its columns by them)."""
+    from .cases import net_label
+    from .timing import Row
+    return [Row("dp", f"{net_label(sizes, B, 'cross_entropy')} data-parallel",
+                f"gpubp numpy {n} rank{'s' if n > 1 else ''}", "cpu") for sizes, B in nets or NETS for n in RANKS]
+
+
+def rows(nets=None, quick=False, log=print, on_row=None):
+    """The dp group's rows (gpubp.bench.timing.Row), timed in child processes; each finished row goes
+    to ``on_row`` if given, else a short line of it (within 200 characters) to ``log``."""
     from .cases import net_label, step_flops
     from .timing import Row
 
@@ -103,20 +116,27 @@ def rows(nets=None, quick=False, log=print):
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
                 m = json.loads(proc.stdout.strip().splitlines()[-1])
             except Exception as e:
-                row.failed, row.note = True, f"FAILED while timed: {type(e).__name__}: {e}"
+                first = (str(e).strip().splitlines() or [""])[0]
+                row.failed, row.note = True, f"FAILED while timed: {type(e).__name__}: {first}"
                 out.append(row)
+                if on_row is not None:
+                    on_row(row)
                 continue
             row.median_s, row.spread_s, row.n_calls = m["step_s"], m["iqr_s"], m["n"]
+            row.samples, row.threads = m.get("times"), int(threads)
             row.bytes, row.tflops = m["bytes"], row.flops / m["step_s"] / 1e12
             share = m["allreduce_s"] / m["step_s"] if m["step_s"] else 0.0
             link = f", the link {m['link_Bps'] / 1e9:.1f} GB/s" if m["link_Bps"] else ""
             row.note = (f"all-reduce {100 * share:.0f}% of the step ({m['bytes'] / 1e6:.1f} MB a step{link}); "
                         f"{threads} BLAS thread(s) a rank; {m['reason']}")
             out.append(row)
-            log(f"dp     {case:34} {row.impl:22} {row.median_s * 1e3:8.2f} ms  {row.note}")
+            if on_row is not None:
+                on_row(row)
+            else:
+                log(f"dp {_short(case)} {row.impl} {row.median_s * 1e3:.2f} ms  {row.note.split('; ')[0]}")
     base = {r.case: r.median_s for r in out if r.impl.endswith(" 1 rank") and r.median_s}
     for r in out:
-        if r.median_s and r.case in base:
+        if r.median_s and r.case in base and not r.impl.endswith(" 1 rank"):     # the 1-rank row is the base
             r.floor, r.floor_ratio = (r.case, "gpubp numpy 1 rank"), r.median_s / base[r.case]
     return out
 

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from ..device import cuda_status
-from .cases import LOSSES, NETS, Case, e2e_case, kernel_cases, net_label, step_cases, step_flops
-from .report import Report, fill_ratios, machine_info, row_line
+from .cases import (LOSSES, NETS, THREAD_BATCHES, THREAD_NETS, Case, e2e_case, kernel_cases, net_label, step_cases,
+                    step_flops, thread_cases)
+from .report import Report, _load, fill_ratios, line_widths, machine_info, row_line
 from .timing import gpu_peaks, run_cases
 
 
-GROUPS = ("step", "kernel", "e2e", "dp")
+GROUPS = ("step", "kernel", "e2e", "threads", "dp")
 
 
 def parse_sizes(text):
@@ -33,7 +34,7 @@ def parse_sizes(text):
     return nets
 
 
-def run(backends=None, nets=None, quick=False, groups=("step", "kernel", "e2e", "dp"), log=print) -> Report:
+def run(backends=None, nets=None, quick=False, groups=GROUPS, log=print) -> Report:
     """Run the suite and return its rows; ``log`` receives one line per case."""
     ok, why = cuda_status()
     if backends is None:
@@ -58,19 +59,30 @@ def run(backends=None, nets=None, quick=False, groups=("step", "kernel", "e2e", 
             cases += kernel_cases(name)
     if "e2e" in groups:
         cases += [e2e_case(name, epochs=2 if quick else 5) for name in backends]
+    if "threads" in groups and "numpy" in backends:
+        grid = [(sizes, B) for sizes in THREAD_NETS for B in THREAD_BATCHES] if nets is NETS else nets
+        for sizes, B in grid:
+            cases += thread_cases(sizes, B)
+    dp_nets = None
+    if "dp" in groups:
+        from . import dp
+        dp_nets = [n for n in nets if n in dp.NETS] or (None if nets is NETS else nets[:1])
+    # the progress lines' columns, wide enough for every case of the run (the dp rows' too)
+    widths = line_widths(cases + (dp.placeholders(dp_nets) if "dp" in groups else []))
     by_case = {}
     for case in cases:                     # the cases of one comparison run together
         by_case.setdefault((case.group, case.case), []).append(case)
     for group in by_case.values():
         for row in run_cases(group, quick, peaks[:2]):
             report.rows.append(row)
-            line = row_line(row)
+            line = row_line(row, widths)
             if line:
                 log(line)
     if "dp" in groups:
         from . import dp
-        report.rows += dp.rows(nets=[n for n in nets if n in dp.NETS] or (None if nets is NETS else nets[:1]),
-                               quick=quick, log=log)
+        report.rows += dp.rows(nets=dp_nets, quick=quick,
+                               on_row=lambda row: log(row_line(row, widths)) if row_line(row, widths) else None)
+    report.machine["load_avg_end"] = _load()
     fill_ratios(report.rows)
     return report
 

@@ -5,17 +5,29 @@ case is checked before it is timed, and one that fails is reported, not timed.
           calls, median of the batches)
     GPU   CUDA events around each call (``cupyx.profiler.benchmark``)
 
-Rows on different devices never share a timer.
+Rows on different devices never share a timer.  Each row keeps its samples (per-call seconds, one
+a round), so a ratio of two rows timed in the same rounds is read from the rounds' own ratios; a
+group of cases whose spread (IQR) is above ``NOISY`` of a median is timed once more, for twice as
+long, and a row still that noisy says so (``Row.noisy``).
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
 import statistics
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from .. import blas
 from .cases import Case
+
+#: a row whose interquartile range is above this share of its median is noisy: its group is timed
+#: again, and if it stays noisy the summary says so instead of reading a difference into it
+NOISY = 0.25
+
+_rounds = itertools.count(1)        # ids of the interleaved timings (rows with the same id are paired)
 
 #: OpenBLAS, and PyTorch's OpenMP, keep idle threads spinning for a while after
 #: a call; two libraries spinning at once on 2 cores slow each other tenfold.
@@ -43,6 +55,17 @@ class Row:
     throughput: float | None = None   # items per second (e2e)
     note: str = ""
     failed: bool = False              # its check failed (or it raised): not timed, and the run fails
+    samples: list | None = None       # per-call seconds, one a timed round (or a CUDA event)
+    timed_with: int | None = None     # rows with the same id were timed in the same rounds (paired)
+    floor_ratio_iqr: list | None = None   # [q25, q75] of the ratio to the floor, round by round
+    threads: int | None = None        # BLAS threads it ran on (None: not a BLAS case, or not known)
+    reruns: int = 0                   # times its group was timed again for being noisy
+    noisy: bool = False               # IQR above NOISY of the median even after the rerun
+
+    @property
+    def rel_spread(self) -> float | None:
+        """IQR / median, or None."""
+        return self.spread_s / self.median_s if self.median_s and self.spread_s is not None else None
 
 
 
@@ -78,22 +101,27 @@ def gpu_peaks():
         return None, None, f"device peaks unavailable: {e}"
 
 
-def time_cpu_interleaved(fns, min_time=0.5, rounds=None):
+def time_cpu_interleaved(fns, min_time=0.5, rounds=None, contexts=None):
     """Per-call times (s) of several functions timed in alternating rounds
     (A B C A B C …), so that drift in the machine's speed (a shared VM's
     neighbours, frequency changes) falls on all of them alike and their
-    ratios stay honest.  Each round times one auto-ranged batch of calls."""
+    ratios stay honest.  Each round times one auto-ranged batch of calls;
+    ``contexts`` (one per function, or None) are entered around each batch,
+    outside the timed span (the BLAS threads a case runs on)."""
+    contexts = contexts or [None] * len(fns)
+    ctx = [c if c is not None else contextlib.nullcontext() for c in contexts]
     batch = []
-    for fn in fns:                       # warm up and size each batch to ≥ 5 ms
-        fn()
-        n = 1
-        while True:
-            t0 = time.perf_counter()
-            for _ in range(n):
-                fn()
-            if time.perf_counter() - t0 >= 0.005 or n >= 1 << 20:
-                break
-            n *= 2
+    for fn, c in zip(fns, ctx):          # warm up and size each batch to ≥ 5 ms
+        with c:
+            fn()
+            n = 1
+            while True:
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                if time.perf_counter() - t0 >= 0.005 or n >= 1 << 20:
+                    break
+                n *= 2
         batch.append(n)
     samples = [[] for _ in fns]
     end = time.perf_counter() + min_time * len(fns)
@@ -101,25 +129,28 @@ def time_cpu_interleaved(fns, min_time=0.5, rounds=None):
     while k < (rounds or 5) or (rounds is None and time.perf_counter() < end):
         for i, fn in enumerate(fns):
             n = batch[i]
-            t0 = time.perf_counter()
-            for _ in range(n):
-                fn()
-            samples[i].append((time.perf_counter() - t0) / n)
+            with ctx[i]:
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                samples[i].append((time.perf_counter() - t0) / n)
         k += 1
     return [(s, batch[i] * len(s)) for i, s in enumerate(samples)]
 
 
 def _new_row(case: Case) -> Row:
-    row = Row(case.group, case.case, case.impl, case.device, flops=case.flops, bytes=case.bytes, floor=case.floor)
+    row = Row(case.group, case.case, case.impl, case.device, flops=case.flops, bytes=case.bytes, floor=case.floor,
+              threads=case.threads)
     if case.fn is None:
         row.note = f"unavailable: {case.unavailable}"
     return row
 
 
-def _finish_row(row: Row, case: Case, samples, n, peaks) -> Row:
+def _finish_row(row: Row, case: Case, samples, n, peaks, timed_with=None) -> Row:
     row.median_s = statistics.median(samples)
     q = np.percentile(samples, [25, 75])
     row.spread_s, row.n_calls = float(q[1] - q[0]), n
+    row.samples, row.timed_with = [float(s) for s in samples], timed_with
     if case.items:
         row.throughput = case.items / row.median_s
     if case.bytes:
@@ -174,17 +205,37 @@ def run_cases(cases, quick=False, peaks=(None, None)) -> list:
         else:
             groups.append((key, [(case, row)]))
     for (pool, _), members in groups:
-        time.sleep(SETTLE_S / 3 if quick else SETTLE_S)
-        try:
-            if pool == "gpu":
-                (case, row), = members
-                _finish_row(row, case, *time_gpu(case.fn, min_time), peaks)
-            else:
-                rounds = 3 if members[0][0].group == "e2e" else None
-                timed = time_cpu_interleaved([c.fn for c, _ in members], min_time, rounds)
-                for (case, row), (samples, n) in zip(members, timed):
-                    _finish_row(row, case, samples, n, peaks)
-        except Exception as e:
+        for attempt in (0, 1):             # a noisy group is timed once more, for twice as long
+            time.sleep(SETTLE_S / 3 if quick else SETTLE_S)
+            try:
+                _time_group(pool, members, min_time * (1 + attempt), peaks)
+            except Exception as e:
+                for _, row in members:
+                    _failed(row, "while timed", e)
+                break
+            noisy = [row for _, row in members if row.rel_spread is not None and row.rel_spread > NOISY]
+            if not noisy or attempt or members[0][0].group == "e2e":
+                for row in noisy:
+                    row.noisy = True
+                break
             for _, row in members:
-                _failed(row, "while timed", e)
+                row.reruns += 1
     return rows
+
+
+def pinned(case: Case):
+    """The context a case is timed in: the BLAS threads it is pinned to (gpubp's own choice off), or none."""
+    return blas.pinned(case.threads) if case.pin_threads and case.threads is not None else None
+
+
+def _time_group(pool, members, min_time, peaks):
+    """Time one group: a GPU case by CUDA events, CPU cases of one pool interleaved (paired rounds)."""
+    if pool == "gpu":
+        (case, row), = members
+        _finish_row(row, case, *time_gpu(case.fn, min_time), peaks, timed_with=None)
+        return
+    rounds = 3 if members[0][0].group == "e2e" else None
+    timed = time_cpu_interleaved([c.fn for c, _ in members], min_time, rounds, [pinned(c) for c, _ in members])
+    group_id = next(_rounds)
+    for (case, row), (samples, n) in zip(members, timed):
+        _finish_row(row, case, samples, n, peaks, timed_with=group_id)
