@@ -14,9 +14,10 @@ and a JSON description of the kernels.  Steps, on a cache miss only:
    ``extern __shared__`` arrays (see _elf.py), for which a generated
    ``dynamic_shared.S`` defines one region of the architecture's per-block
    ceiling with every name an alias of its start;
-4. link the object, runtime.cpp and dynamic_shared.S (``-shared``) into a
-   temporary file in the cache directory and rename it into place (atomic,
-   so concurrent processes never see a partial library).
+4. link the object, the runtime's object (runtime.cpp, compiled once per
+   cache directory and compiler, not once per module) and dynamic_shared.S
+   (``-shared``) into a temporary file in the cache directory and rename it
+   into place (atomic, so concurrent processes never see a partial library).
 
 The cache key is the sha256 of the source, its file name (compiled into
 ``__FILE__``), the macros, the architecture, every file of this package that
@@ -153,6 +154,35 @@ def _wrapper(macros, kernels: tuple[KernelSignature, ...], filename: str) -> str
     return "\n".join(lines) + "\n"
 
 
+def _lock_for(key: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(key, threading.Lock())
+
+
+def _runtime_object(cmd: list[str]) -> Path:
+    """runtime.cpp compiled to an object in the cache directory (once: it is the same for every module)."""
+    h = hashlib.sha256()
+    for part in (repr(FLAGS), _compiler_identity(tuple(cmd)), (HERE / "runtime.h").read_text(),
+                 (HERE / "runtime.cpp").read_text()):
+        h.update(part.encode())
+        h.update(b"\0")
+    directory = cache_dir()
+    target = directory / f"runtime-{h.hexdigest()[:32]}.o"
+    with _lock_for(str(target)):
+        if target.exists():
+            return target
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(prefix=target.stem + ".", suffix=".o.partial", dir=directory)
+        os.close(fd)
+        try:
+            _run([*cmd, *FLAGS, f"-I{HERE}", "-c", "-o", partial, str(HERE / "runtime.cpp")], "compiling", "runtime.cpp")
+            os.replace(partial, target)
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
+    return target
+
+
 def build(source: str, macros, filename: str, arch: str = archs.DEFAULT_EMULATED) -> Path:
     """The cached library for ``source`` compiled with ``macros`` (from
     :func:`parse_options`) for the target architecture ``arch`` (``__CUDA_ARCH__``
@@ -163,9 +193,7 @@ def build(source: str, macros, filename: str, arch: str = archs.DEFAULT_EMULATED
     key = _key(source, filename, macros, arch, cmd)
     directory = cache_dir()
     target = directory / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', Path(filename).stem)[:40]}-{key[:32]}.so"
-    with _locks_guard:
-        lock = _locks.setdefault(key, threading.Lock())
-    with lock:
+    with _lock_for(key):
         if target.exists():
             return target
         directory.mkdir(parents=True, exist_ok=True)
@@ -191,8 +219,8 @@ def build(source: str, macros, filename: str, arch: str = archs.DEFAULT_EMULATED
                 extern_shared = sorted({s.name for s in tls_symbols(obj) if not s.defined})
                 capacity = target_arch.smem_per_block_optin if extern_shared else 0
                 (work / "dynamic_shared.S").write_text(_dynamic_shared_asm(extern_shared, capacity))
-                _run([*cmd, *FLAGS, "-shared", *arch_flags, f"-I{HERE}", "-o", partial, str(obj),
-                      str(HERE / "runtime.cpp"), str(work / "dynamic_shared.S")], "linking", filename)
+                _run([*cmd, *FLAGS, "-shared", "-o", partial, str(obj), str(_runtime_object(cmd)),
+                      str(work / "dynamic_shared.S")], "linking", filename)
                 os.replace(partial, target)
             finally:
                 if os.path.exists(partial):
