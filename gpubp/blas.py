@@ -236,5 +236,7 @@ def describe(sizes=None, B=None) -> str:
         return f"BLAS: {name}, {n} thread(s) by default; gpubp uses {rule}"
     chosen, macs = threads_for(sizes, B), step_macs(sizes, B)
     why = f"a step is {macs:.2g} multiply-adds, {'below' if chosen == 1 else 'not below'} {ONE_THREAD_BELOW:.2g}"
+    if limit_for(sizes, B) is _NOTHING and chosen == 1:
+        why += "; OpenBLAS keeps GEMMs this small on one thread itself"
     return (f"BLAS: {name}, {chosen or n} thread(s) for the training steps ({why}; {n} by default; "
             f"{ENV}=N or off to override)")

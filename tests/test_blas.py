@@ -122,8 +122,10 @@ def test_limits_nest_and_restore_and_pinned_turns_gpubps_choice_off(two_threads,
 
 def test_describe_says_what_was_chosen_and_why(two_threads, env):
     env(None)
-    small = blas.describe(*SMALL)
-    assert "1 thread(s) for the training steps (a step is 4.8e+05 multiply-adds, below 2.2e+07; 2 by default" in small
+    mid = blas.describe([784, 100, 10], 32)
+    assert "1 thread(s) for the training steps (a step is 5.1e+06 multiply-adds, below 2.2e+07; 2 by default" in mid
+    assert blas.describe(*SMALL).endswith("below 2.2e+07; OpenBLAS keeps GEMMs this small on one thread itself; "
+                                          "2 by default; GPUBP_BLAS_THREADS=N or off to override)")
     assert "2 thread(s) for the training steps (a step is 2.4e+09 multiply-adds, not below" in blas.describe(*BIG)
     env("3")
     assert blas.describe().endswith("gpubp runs its GEMMs on 3 (GPUBP_BLAS_THREADS=3)")
