@@ -185,8 +185,13 @@ def cmd_train(args) -> int:
         parallel.agree(comm, {}, error, where="while setting up gpubp train")
     data, sizes, model, epochs, B, lr = setup
     say(f"gpubp {__version__}: {data.description}")
-    say(f"network {sizes}, loss {model.cost.name}, backend {model.backend_reason}, {model.dtype.name}")
+    from .device import for_command_line
+    say(f"network {sizes}, loss {model.cost.name}, backend {for_command_line(model.backend_reason)}, "
+        f"{model.dtype.name}")
     say(f"SGD: {epochs} epochs, batch {B}, lr {lr:g}, momentum {args.momentum:g}, weight decay {args.weight_decay:g}")
+    if model.backend.xp is np:               # the host's BLAS does the GEMMs: how many threads, and why
+        from . import blas
+        say(blas.describe(sizes, min(B, len(data.X_train))))
     t0 = time.perf_counter()
     try:
         hist = model.fit(data.X_train, data.y_train, epochs=epochs, batch_size=B, lr=lr, momentum=args.momentum,
@@ -305,7 +310,8 @@ def cmd_info(args) -> int:
     print("backend numpy: available")
     cxx = shutil.which("g++") or shutil.which("c++")
     print(f"backend emulated: {'available (C++ compiler ' + cxx + ')' if cxx else 'unavailable: no C++ compiler (apt-get install g++)'}")
-    print(f"backend cupy: {'available' if ok else 'unavailable'}: {why}")
+    from .device import for_command_line
+    print(f"backend cupy: {'available' if ok else 'unavailable'}: {for_command_line(why)}")
     from .device import notes
     for note in notes:
         print(f"note: {note}")
@@ -320,7 +326,9 @@ def cmd_info(args) -> int:
     except Exception as e:
         print(f"NVRTC: unavailable: {e}")
     from .backend import get_backend
-    print(f"backend='auto' picks: {get_backend('auto')[1]}")
+    print(f"backend='auto' picks: {for_command_line(get_backend('auto')[1])}")
+    from . import blas
+    print(blas.describe())
     from .parallel import mpi_library
     mpi = mpi_library()
     print(f"MPI: {mpi}" if mpi else "MPI: mpi4py is not installed (pip install 'gpubp[mpi]' for mpiexec -n N gpubp train)")
@@ -354,15 +362,20 @@ def cmd_bench(args) -> int:
     if problem:
         print(f"error: --out {args.out}: {problem}; nothing was timed", file=sys.stderr)
         return 2
-    print(f"gpubp {__version__} benchmark suite{' (quick)' if args.quick else ''}")
-    print(f"GPU: {why}" if ok else f"GPU rows are empty: {why}")
+    from .bench.report import fit_lines
+    from .device import for_command_line
+
+    def say(text):                          # every line within 200 characters, the fixes as flags
+        print(fit_lines(for_command_line(text)), flush=True)
+    say(f"gpubp {__version__} benchmark suite{' (quick)' if args.quick else ''}")
+    say(f"GPU: {why}" if ok else f"GPU rows are empty: {why}")
     t0 = time.perf_counter()
-    report = bench.run(backends=backends, nets=nets, quick=args.quick, groups=groups)
+    report = bench.run(backends=backends, nets=nets, quick=args.quick, groups=groups, log=say)
     print()
-    print(bench.terminal(report, said=() if ok else (why,)))
+    say(bench.terminal(report, said=() if ok else (why,)))
     paths = bench.write(report, args.out)
-    print(f"\nfull detail (bytes, flops, GB/s, spread) in {', '.join(v for k, v in paths.items() if k != 'note')}; "
-          f"{time.perf_counter() - t0:.0f}s")
+    say(f"\nfull detail (bytes, flops, GB/s, spread, every round's time) in "
+        f"{', '.join(v for k, v in paths.items() if k != 'note')}; {time.perf_counter() - t0:.0f}s")
     if "note" in paths:
         print(paths["note"])
     failed = bench.failures(report)
@@ -420,7 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="under mpiexec: how the ranks' gradients are summed (default auto: NCCL when every rank "
                         "has its own GPU and NCCL is installed, else MPI; cuda-aware only if your MPI is)")
     t.add_argument("--sizes", type=_int_list, help="layer widths, e.g. 64,64,10 (default: per data set)")
-    t.add_argument("--loss", choices=["mse", "cross_entropy"], help="cost (default: cross_entropy)")
+    t.add_argument("--loss", choices=["mse", "cross_entropy"],
+                   help="cost (default here: cross_entropy, which learns faster with sigmoid outputs; MLP()'s "
+                        "default in Python is mse, as Nielsen's network.py)")
     t.add_argument("--epochs", type=_positive_int)
     t.add_argument("--batch-size", type=_positive_int)
     t.add_argument("--lr", type=float, help="learning rate η")
@@ -481,7 +496,8 @@ def main(argv=None) -> int:
     except (InputError, DatasetUnavailable, DeviceUnavailable, TrainingDiverged, RankFailed) as e:
         reporter = reporter_of(e)            # raised alike on every rank of an MPI job: one rank prints it
         if reporter is None or reporter == this_rank():
-            print(f"error: {e}", file=sys.stderr)
+            from .device import for_command_line
+            print(f"error: {for_command_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

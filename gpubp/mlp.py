@@ -21,6 +21,7 @@ Non-goals: other activations, convolution, automatic differentiation.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import persistence
+from . import blas, persistence
 from .backend import get_backend
 from .costs import get_cost
 from . import parallel
@@ -49,7 +50,9 @@ class SaturationWarning(RuntimeWarning):
 
 @dataclass
 class Gradients:
-    """∂C/∂W_l and ∂C/∂b_l for l = 1 … L (index 0 is layer 1), as NumPy arrays, and the batch cost."""
+    """∂C/∂W_l and ∂C/∂b_l of the mean batch cost, as NumPy arrays, numbered as ``MLP.W``: ``dW[l]``,
+    ``db[l]`` for the layers l = 1 … L of the equations (``dW[0]`` and ``db[0]`` are None, as ``W[0]``
+    is), so ``net.W[l] -= lr * grads.dW[l]`` is a step; ``loss`` is the batch's mean cost C."""
     dW: list
     db: list
     loss: float
@@ -57,8 +60,15 @@ class Gradients:
 
 @dataclass
 class History:
-    """What ``fit`` measured: one entry per epoch."""
-    loss: list = field(default_factory=list)           # mean training loss of the epoch's batches
+    """What ``fit`` measured: one entry per epoch, in order (``len(hist.loss)`` is the epochs run).
+
+    loss            the epoch's mean training cost per sample: each sample's cost taken in the step
+                    that trained on it, before that step's update (so it lags the weights at the end)
+    test_loss       mean cost per sample on ``test_data`` after the epoch (empty without test_data)
+    test_accuracy   fraction of ``test_data`` classified right after the epoch (empty without it)
+    seconds         wall time of the epoch, its test evaluation included
+    """
+    loss: list = field(default_factory=list)
     test_loss: list = field(default_factory=list)
     test_accuracy: list = field(default_factory=list)
     seconds: list = field(default_factory=list)
@@ -79,8 +89,12 @@ class _Workspace:
 class MLP:
     """A sigmoid MLP: ``MLP([784, 30, 10], loss="cross_entropy")``.
 
-    sizes     layer widths, input first (at least 2 entries)
-    loss      ``"mse"`` (quadratic) or ``"cross_entropy"`` (sigmoid + cross-entropy)
+    sizes     layer widths, input first (at least 2 entries); layers are numbered l = 1 … L as in
+              the equations, and every per-layer list is indexed by l: ``W[l]``, ``b[l]`` (and
+              ``backward``'s ``dW[l]``, ``db[l]``), with index 0 None (``weights``/``biases``
+              are the NumPy copies ``W[1:]``, ``b[1:]``, for iterating)
+    loss      ``"mse"`` (quadratic, the default here, as Nielsen's network.py) or ``"cross_entropy"``
+              (sigmoid + cross-entropy: ``gpubp train``'s default, it learns faster)
     backend   ``"auto"`` (CuPy if a device answers, else NumPy), ``"numpy"``,
               ``"emulated"`` (the CUDA kernels on the CPU, slow), ``"cupy"``;
               ``backend_options`` go to the kernel backends
@@ -129,6 +143,7 @@ class MLP:
 
     @property
     def weights(self):
+        """NumPy copies of W[1:]: layer 1 first, for iterating (index by layer with ``W[l]``)."""
         return [self.backend.to_numpy(w).copy() for w in self.W[1:]]
 
     @property
@@ -138,6 +153,18 @@ class MLP:
     def __repr__(self):
         return (f"MLP({self.sizes}, loss={self.cost.name!r}, backend={self.backend.name!r}, "
                 f"dtype={self.dtype.name})")
+
+    def _blas(self, B):
+        """The BLAS thread count for a step or forward pass of B rows, set for a ``with`` block
+        (gpubp.blas: one thread for small GEMMs); nothing on a backend whose GEMMs are not NumPy's."""
+        if not self._host_blas:
+            return contextlib.nullcontext()
+        return blas.limit_for(self.sizes, B)
+
+    @property
+    def _host_blas(self) -> bool:
+        """Whether this backend's GEMMs are NumPy's BLAS on this host (not CuPy's, not a dry run's)."""
+        return self.backend.xp is np and getattr(self.backend, "host_blas", True)
 
     def _workspace(self, B):
         ws = self._workspaces.get(B)
@@ -166,19 +193,22 @@ class MLP:
         """Output activations a_L for a batch X (n × sizes[0]), as an array of the backend."""
         X = self._checked_X(X)
         out = self.backend.empty((len(X), self.sizes[-1]), self.dtype)
-        for start, stop, ws in self._chunks(X):
-            out[start:stop] = self._feedforward(ws)
+        with self._blas(min(len(X), 1024)):
+            for start, stop, ws in self._chunks(X):
+                out[start:stop] = self._feedforward(ws)
         return out
 
     def backward(self, X, y) -> Gradients:
-        """∂C/∂W_l and ∂C/∂b_l of the mean batch cost (BP3, BP4), as NumPy copies.
+        """∂C/∂W_l and ∂C/∂b_l of the mean batch cost (BP3, BP4), as NumPy copies, indexed by
+        layer as ``W`` is: ``grads.dW[l]`` is ∂C/∂W_l for l = 1 … L, ``grads.dW[0]`` is None.
 
         X: B × sizes[0]; y: B integer labels or B × sizes[-1] targets.  The
         model is not changed."""
         ws = self._loaded(X, y)
-        self._feedforward(ws)
-        self._backpropagate(ws, loss=ws.loss)
-        dW, db = [], []
+        with self._blas(ws.B):
+            self._feedforward(ws)
+            self._backpropagate(ws, loss=ws.loss)
+        dW, db = [None], [None]                         # dW[l] for layer l, as W[l]
         for l in range(1, self.L + 1):
             dW_l = self.backend.empty(self.W[l].shape, self.dtype)
             db_l = self.backend.empty(self.b[l].shape, self.dtype)
@@ -201,16 +231,17 @@ class MLP:
         if type(X) is not ndarray or type(y) is not ndarray:       # a PyTorch/JAX tensor: read in place
             X, y = self.backend.from_dlpack(X, "X"), self.backend.from_dlpack(y, "y")
         ws = self._fast_batch(X, y)
-        if ws is None:                                  # anything else: checked and copied
-            ws = self._loaded(X, y)
-            self._train_step(ws, *hyper)
-        else:
-            own_x = ws.a[0]
-            ws.a[0] = X                                 # read in place: layer 1's a_prev is the caller's X
-            try:
+        with self._blas(ws.B if ws is not None else len(X)):
+            if ws is None:                              # anything else: checked and copied
+                ws = self._loaded(X, y)
                 self._train_step(ws, *hyper)
-            finally:
-                ws.a[0] = own_x
+            else:
+                own_x = ws.a[0]
+                ws.a[0] = X                             # read in place: layer 1's a_prev is the caller's X
+                try:
+                    self._train_step(ws, *hyper)
+                finally:
+                    ws.a[0] = own_x
         return self.backend.total(ws.loss) / ws.B
 
     def _fast_batch(self, X, y):
@@ -314,7 +345,10 @@ class MLP:
         """Mini-batch SGD for ``epochs`` passes over (X, y), shuffled every epoch.
 
         test_data   optional (X_test, y_test) evaluated after each epoch
-        progress    True: a progress bar with the loss on stderr; None: only if stderr is a terminal
+        progress    None (default) or True: progress on stderr, the training loss with it, in the form
+                    where it is read (gpubp.progress): a bar and a line per epoch in a terminal,
+                    tqdm's notebook bar in Jupyter, a line per epoch and one every few seconds
+                    within long epochs when stderr is a file or a pipe; False: nothing
         callback    called as callback(epoch, history) after each epoch; return False to stop
         comm        an mpi4py communicator (MPI.COMM_WORLD) of more than one rank: synchronous
                     data-parallel SGD (gpubp.parallel), every rank running this same call on the same
@@ -376,7 +410,7 @@ class MLP:
         bar = Progress(epochs * steps, enabled=progress)
         hist = History()
         try:
-            with np.errstate(over="ignore", invalid="ignore"):   # a diverging loss is reported below, by name
+            with np.errstate(over="ignore", invalid="ignore"), self._blas(B):   # a diverging loss: reported below
                 self._fit_epochs(step, int(epochs), B, steps, shuffle, test, callback, bar, hist)
         finally:
             self.backend.release_steps()           # captured graphs hold this fit's data arrays
@@ -510,11 +544,12 @@ class MLP:
     def _evaluate_on(self, X, Y, labels) -> dict:
         """``evaluate`` on checked X, Y (host or device arrays) and the true labels (NumPy)."""
         total, correct = 0.0, 0
-        for start, stop, ws in self._chunks(X, Y):
-            aL = self._feedforward(ws)
-            self.backend.loss(self.cost, aL, ws.y, ws.loss)
-            total += float(self.backend.to_numpy(ws.loss).astype(np.float64).sum())
-            correct += int((self._labels(self.backend.to_numpy(aL)) == labels[start:stop]).sum())
+        with self._blas(min(len(X), 1024)):
+            for start, stop, ws in self._chunks(X, Y):
+                aL = self._feedforward(ws)
+                self.backend.loss(self.cost, aL, ws.y, ws.loss)
+                total += float(self.backend.to_numpy(ws.loss).astype(np.float64).sum())
+                correct += int((self._labels(self.backend.to_numpy(aL)) == labels[start:stop]).sum())
         return {"loss": total / len(X), "accuracy": correct / len(X), "n": len(X)}
 
     # -- persistence (the file format: gpubp.persistence) ---------------------
@@ -630,8 +665,9 @@ class Stepper:
             model._train_step(ws, self.eta, self.lmbda, self.mu, self.with_loss)
 
         # the key names everything a captured graph bakes in: arrays (kept alive by the backend) and scalars
-        bk.run_step(gather_and_step, idx, key=(id(X), id(Y), id(ws), self.eta, self.lmbda, self.mu, self.with_loss),
-                    keep=(X, Y, ws))
+        with model._blas(len(idx)):                 # inside fit, whose limit is the same: a microsecond
+            bk.run_step(gather_and_step, idx,
+                        key=(id(X), id(Y), id(ws), self.eta, self.lmbda, self.mu, self.with_loss), keep=(X, Y, ws))
         if self.with_loss and loss_out is not None:
             bk.mean(ws.loss, out=loss_out)
 

@@ -167,6 +167,7 @@ def abort(comm, error: BaseException, where: str) -> None:
           f"it in the all-reduce: aborting the MPI job", file=sys.stderr, flush=True)
     sys.stdout.flush()
     comm.Abort(1)
+    os._exit(1)                 # MPI_Abort may return before the launcher kills us: print nothing more
 
 
 def this_rank() -> int:
@@ -207,6 +208,7 @@ def abort_on_uncaught() -> None:
                   f"this one (GPUBP_MPI_ABORT=0 to turn this off)", file=sys.stderr, flush=True)
             sys.stdout.flush()
             MPI.COMM_WORLD.Abort(1)
+            os._exit(1)
 
     sys.excepthook = hook
 

@@ -49,11 +49,11 @@ if scenario == "midstep" and rank == 1:
     steps = []
     net_step = gpubp.mlp.ParallelStepper.__call__
 
-    def failing_step(self, idx, loss_out=None):
+    def failing_step(self, idx, **kwargs):
         steps.append(1)
         if len(steps) == 7:
             raise MemoryError("rank 1 ran out of memory in step 7")
-        return net_step(self, idx, loss_out)
+        return net_step(self, idx, **kwargs)
     gpubp.mlp.ParallelStepper.__call__ = failing_step
 
 net = gpubp.MLP(sizes, loss="cross_entropy", backend="numpy", dtype=dtype, seed=1)
