@@ -3,6 +3,7 @@
     gpubp bench --quick                   the benchmark suite (the main job)
     gpubp train --dataset digits          train and report test accuracy
     gpubp check [--gpu] --out DIR         prove the GPU (or the emulated) path, with a report
+    gpubp plan --sizes 784,30,10          what one step launches on a GPU, and where its time goes
     gpubp gradcheck                       backprop against finite differences
     gpubp info                            version, backends, CUDA devices, NVRTC
 """
@@ -386,6 +387,43 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _backend_options(text):
+    """--backend-options: JSON ('{"gemm": "own"}') or key=value pairs ('gemm=own,cuda_graph=true')."""
+    import json
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise argparse.ArgumentTypeError(f"not valid JSON ({e.msg}): {text!r}") from None
+        if not isinstance(value, dict):
+            raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"gemm\": \"own\"}}', got {text!r}")
+        return value
+    options = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        key, eq, raw = part.partition("=")
+        if not eq or not key.strip():
+            raise argparse.ArgumentTypeError(f"expected key=value pairs like gemm=own,cuda_graph=true, got {part!r}")
+        raw = raw.strip()
+        low = raw.lower()
+        options[key.strip()] = True if low == "true" else False if low == "false" else \
+            int(raw) if raw.lstrip("-").isdigit() else raw
+    return options
+
+
+def cmd_plan(args) -> int:
+    from . import plan
+
+    result = plan.plan(args.sizes, args.batch, loss=args.loss, options=args.backend_options, device=args.device,
+                       dtype=np.float64 if args.float64 else np.float32)
+    if args.json:
+        import json
+        print(json.dumps(result.as_dict(), indent=1))
+    else:
+        print(plan.render(result))
+    return 0
+
+
 def cmd_check(args) -> int:
     from .check.run import PARTS, run
 
@@ -460,10 +498,29 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--backend", help="comma-separated gpubp backends to time (default: numpy, and cupy if a GPU answers)")
     b.add_argument("--sizes", help="nets as 'w0,w1,...:batch' separated by ';' (default: "
                    "784,30,10:10;784,256,256,10:128;784,1024,1024,10:512)")
-    b.add_argument("--groups", default="step,kernel,e2e,dp", help="which groups of cases (default: all: step,kernel,e2e,dp)")
-    b.add_argument("--quick", action="store_true", help="shorter timing (about a minute on 2 CPU cores)")
+    b.add_argument("--groups", default="step,kernel,e2e,threads,dp,host",
+                   help="which groups of cases (default: all: step,kernel,e2e,threads,dp,host)")
+    b.add_argument("--quick", action="store_true", help="shorter timing (about a minute on 2 CPU cores: 50 s "
+                   "on this project's machine, 2026-12-02)")
     b.add_argument("--out", default="bench-out", help="folder for bench.json, bench.md, bench.png (default: bench-out)")
     b.set_defaults(func=cmd_bench)
+
+    pl = sub.add_parser("plan", help="what one training step launches on a GPU and where its time goes (no GPU needed)",
+                        description="Runs one training step on a dry-run kernel backend (the cupy backend's launch "
+                                    "path, kernels that only write themselves down) and lists every launch: grid, "
+                                    "block, shared memory, registers (NVRTC), FLOPs and bytes, blocks per SM and "
+                                    "the share of the SMs filled, a modeled time; then the step's host cost "
+                                    "(measured here) against its modeled device time.")
+    pl.add_argument("--sizes", type=_int_list, default=[784, 30, 10], help="layer widths (default 784,30,10)")
+    pl.add_argument("--batch", type=_positive_int, default=10, help="mini-batch size (default 10)")
+    pl.add_argument("--loss", choices=["mse", "cross_entropy"], default="cross_entropy")
+    pl.add_argument("--backend-options", type=_backend_options, default={}, metavar="OPTIONS",
+                    help="kernel backend options: gemm=own,cuda_graph=true or JSON")
+    pl.add_argument("--device", default="h100", choices=["h100", "h200", "a100", "l4", "rtx4090", "current"],
+                    help="the GPU whose public figures the model uses (current: this machine's device 0)")
+    pl.add_argument("--float64", action="store_true", help="a float64 step (default float32)")
+    pl.add_argument("--json", action="store_true", help="the plan as JSON")
+    pl.set_defaults(func=cmd_plan)
 
     c = sub.add_parser("check", help="prove the GPU path (--gpu) or the CPU/emulated path, and write a report",
                        description="One offline command: environment, every kernel against its float64 reference, "

@@ -134,6 +134,7 @@ class MLP:
         self.vW, self.vb = None, None                   # momentum buffers, made on first use
         self.parallel_reason = None                     # how the last data-parallel fit summed its gradients
         self._workspaces = {}
+        self._step_plans = {}                           # step()'s prepared steps, per (B, η, λ, μ)
 
     # -- introspection ------------------------------------------------------
     @property
@@ -231,18 +232,39 @@ class MLP:
         if type(X) is not ndarray or type(y) is not ndarray:       # a PyTorch/JAX tensor: read in place
             X, y = self.backend.from_dlpack(X, "X"), self.backend.from_dlpack(y, "y")
         ws = self._fast_batch(X, y)
-        with self._blas(ws.B if ws is not None else len(X)):
-            if ws is None:                              # anything else: checked and copied
-                ws = self._loaded(X, y)
-                self._train_step(ws, *hyper)
-            else:
-                own_x = ws.a[0]
-                ws.a[0] = X                             # read in place: layer 1's a_prev is the caller's X
-                try:
-                    self._train_step(ws, *hyper)
-                finally:
-                    ws.a[0] = own_x
+        if ws is None:                                  # anything else: checked and copied
+            ws = self._loaded(X, y)
+            X = ws.a[0]
+        with self._blas(ws.B):
+            self._prepared_step(ws, X, hyper)
         return self.backend.total(ws.loss) / ws.B
+
+    def _prepared_step(self, ws, X, hyper):
+        """One training step of ``ws`` with X (checked, B × sizes[0]) as layer 1's input, read in place.
+        On a backend that prepares steps, the step of each (B, η, λ, μ) is recorded the first time and
+        replayed after, with X as its slot."""
+        bk = self.backend
+        own_x = ws.a[0]
+        ws.a[0] = X                                     # read in place: layer 1's a_prev is the caller's X
+        try:
+            if not bk.prepares:
+                return self._train_step(ws, *hyper, ws.loss)
+            key, params = (ws.B, *hyper), self._params()
+            plan = self._step_plans.get(key)
+            if plan is None or not plan.bound_to(params):
+                if len(self._step_plans) >= 16:         # a learning-rate schedule makes a key per value
+                    self._step_plans.clear()
+                self._step_plans[key] = bk.record(lambda: self._train_step(ws, *hyper, ws.loss), {"x": X}, params)
+            else:
+                plan({"x": X})
+        finally:
+            ws.a[0] = own_x
+
+    def _params(self) -> tuple:
+        """The parameter arrays a prepared step is bound to: W, b and the momentum buffers."""
+        if self.vW is None:
+            return (*self.W, *self.b)
+        return (*self.W, *self.b, *self.vW, *self.vb)
 
     def _fast_batch(self, X, y):
         """The workspace with y's targets in it if (X, y) may skip the full checks, else None."""
@@ -329,11 +351,11 @@ class MLP:
         self._last_hyper = ((lr, weight_decay, momentum), (eta, lmbda, mu))
         return eta, lmbda, mu
 
-    def _train_step(self, ws, eta, lmbda, mu, with_loss=True):
-        """Feedforward, backpropagate, and update every layer (W_l −= η ∂C/∂W_l …).
-        Device work only: nothing here waits for the device."""
+    def _train_step(self, ws, eta, lmbda, mu, loss=None):
+        """Feedforward, backpropagate (the per-sample costs into ``loss`` when given), and update
+        every layer (W_l −= η ∂C/∂W_l …).  Device work only: nothing here waits for the device."""
         self._feedforward(ws)
-        self._backpropagate(ws, loss=ws.loss if with_loss else None)
+        self._backpropagate(ws, loss=loss)
         bk = self.backend
         for l in range(1, self.L + 1):
             vW, vb = (self.vW[l], self.vb[l]) if mu else (None, None)
@@ -426,9 +448,9 @@ class MLP:
         ranks read every ``step.check_every`` steps instead, alike, so that a
         divergence stops them all at the same step.)"""
         bk, n = self.backend, len(step.X)
-        rows = np.full(steps, B, dtype=np.float64)
-        rows[-1] = n - (steps - 1) * B                    # the last batch of an epoch may be short
-        losses = bk.empty(steps, self.dtype)              # mean cost of each step of this epoch
+        width = step.loss_width(B)
+        losses = bk.zeros((steps, width), self.dtype)     # each step's costs (a short last batch leaves zeros)
+        last = n - (steps - 1) * B                        # the last batch of an epoch may be short
         every = step.check_every
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
@@ -437,14 +459,15 @@ class MLP:
                 read, total = 0, 0.0                      # steps whose cost has been read, and their summed cost
                 next_check = t0 + self.CHECK_EVERY
                 for k in range(steps):
-                    step(order[k * B:(k + 1) * B], loss_out=losses[k:k + 1])
+                    step(order[k * B:(k + 1) * B], loss_row=losses[k] if k < steps - 1 or width == 1 else
+                         losses[k, :last])
                     draw = bar.tick()
                     if (draw or time.perf_counter() >= next_check) if every is None else (k + 1) % every == 0:
-                        total += self._read_losses(losses, rows, read, k + 1, epoch, steps, step.eta)
+                        total += self._read_losses(losses, read, k + 1, epoch, steps, step.eta)
                         read, next_check = k + 1, time.perf_counter() + self.CHECK_EVERY
                     if draw and read:
-                        bar.draw(f"epoch {epoch}/{epochs} loss {total / rows[:read].sum():.4f}")
-                total += self._read_losses(losses, rows, read, steps, epoch, steps, step.eta)
+                        bar.draw(f"epoch {epoch}/{epochs} loss {total / min(n, read * B):.4f}")
+                total += self._read_losses(losses, read, steps, epoch, steps, step.eta)
             except BaseException as e:
                 step.failed(e, f"in epoch {epoch}")       # a data-parallel rank alone: the job is aborted
                 raise
@@ -466,19 +489,19 @@ class MLP:
 
     CHECK_EVERY = 0.1   # seconds between reads of the training loss during an epoch
 
-    def _read_losses(self, losses, rows, lo, hi, epoch, steps, eta):
-        """The summed cost of steps lo … hi−1 of the epoch (read from the device,
-        so it waits for them); raises TrainingDiverged naming the first step
-        whose cost is NaN or infinite."""
+    def _read_losses(self, losses, lo, hi, epoch, steps, eta):
+        """The summed cost of steps lo … hi−1 of the epoch (their rows of ``losses``, read from the
+        device, so it waits for them); raises TrainingDiverged naming the first step whose cost is
+        NaN or infinite."""
         if hi <= lo:
             return 0.0
-        got = self.backend.to_numpy(losses[lo:hi]).astype(np.float64)
+        got = self.backend.to_numpy(losses[lo:hi]).astype(np.float64).sum(axis=1)
         bad = np.flatnonzero(~np.isfinite(got))
         if bad.size:
             raise TrainingDiverged(
                 f"the training loss became {got[bad[0]]} at epoch {epoch}, step {lo + bad[0] + 1} of {steps}; "
                 f"lower the learning rate (lr={eta:g}) or check the data for extreme values")
-        return float(got @ rows[lo:hi])
+        return float(got.sum())
 
     #: the share of σ' = a(1 − a) values below the dtype's epsilon on the last batch beyond which fit warns
     SATURATED = 0.99
@@ -593,6 +616,11 @@ class Stepper:
     ws = None              # the workspace of the last step (fit reads its activations at the end)
     check_every = None     # fit reads the losses on its own clock (a ParallelStepper: every k steps)
 
+    @staticmethod
+    def loss_width(B: int) -> int:
+        """How many costs a step of B rows writes into fit's loss row: one per sample."""
+        return B
+
     def __init__(self, model, X, Y, eta, lmbda, mu, with_loss=True):
         n_in, n_out, dtype, xp = model.sizes[0], model.sizes[-1], model.dtype, model.backend.xp
         for name, arr, width in (("X", X, n_in), ("Y", Y, n_out)):
@@ -618,6 +646,9 @@ class Stepper:
         self.model, self.X, self.Y = model, X, Y
         self.eta, self.lmbda, self.mu, self.with_loss = eta, lmbda, mu, with_loss
         self._ndarray, self._order = xp.ndarray, None
+        self._per_B = {}                # B -> the step of batches of B rows (see _make_step)
+        self._host_blas = model._host_blas
+        self._plans = {}                # (B, cost row given?) -> its PreparedStep, on a backend that prepares
 
     def order(self, order):
         """The rows' order for an epoch as a device array (a ParallelStepper makes it rank 0's), checked
@@ -653,23 +684,86 @@ class Stepper:
                              f"(e.g. a slice losses[k:k+1]), got {type(loss_out).__name__} "
                              f"{getattr(loss_out, 'dtype', '')} {getattr(loss_out, 'shape', '')}")
 
-    def __call__(self, idx, loss_out=None) -> None:
+    def __call__(self, idx, loss_out=None, loss_row=None) -> None:
+        """One step on rows ``idx``; returns None (nothing waits for the device): ``loss_out`` (1 element)
+        receives the batch's mean cost before the update; ``loss_row`` (B elements, what fit passes)
+        receives the per-sample costs themselves, written by the output kernel with no reduction of its
+        own.  (``net.step(X, y, lr)`` is the one that returns the mean cost, as a float.)"""
         self._checked(idx, loss_out)
-        model, X, Y = self.model, self.X, self.Y
-        bk = model.backend
-        ws = self.ws = model._workspace(len(idx))
+        if loss_row is not None and (type(loss_row) is not self._ndarray or loss_row.shape != idx.shape
+                                     or loss_row.dtype != self.model.dtype or not loss_row.flags.c_contiguous):
+            raise InputError(f"stepper: loss_row must be a C-contiguous {self.model.dtype} array of one cost per "
+                             f"row of idx ({idx.shape[0]}), got {type(loss_row).__name__} "
+                             f"{getattr(loss_row, 'dtype', '')} {getattr(loss_row, 'shape', '')}")
+        B = idx.shape[0]
+        per_B = self._per_B.get(B)
+        if per_B is None:
+            per_B = self._per_B[B] = self._make_step(B)
+        if not self._host_blas:
+            return per_B(idx, loss_out, loss_row)
+        with self.model._blas(B):            # inside fit, whose limit is the same: a microsecond
+            per_B(idx, loss_out, loss_row)
 
-        def gather_and_step(idx):
-            bk.take_rows(X, idx, out=ws.a[0])
-            bk.take_rows(Y, idx, out=ws.y)
-            model._train_step(ws, self.eta, self.lmbda, self.mu, self.with_loss)
+    @property
+    def prepared(self) -> list:
+        """The prepared steps recorded so far (``gpubp.cuda.prepared.PreparedStep``; none on numpy)."""
+        return list(self._plans.values())
+
+    def _make_step(self, B):
+        """The step of batches of B rows: on a backend that prepares steps, the first call records the
+        gather and the training step (the row indices and the per-sample cost row are its slots), later
+        calls replay it; the backend may capture it as a CUDA graph (the cost row is then copied out)."""
+        model, X, Y = self.model, self.X, self.Y
+        bk, with_loss = model.backend, self.with_loss
+        ws = self.ws = model._workspace(B)
+        hyper = (self.eta, self.lmbda, self.mu)
+        graph = getattr(bk, "cuda_graph", False)       # a captured graph bakes in its arrays: no cost-row slot
+        plans = self._plans
+
+        def gather_and_step(idx, loss):
+            bk.gather_rows(X, Y, idx, ws.a[0], ws.y)                  # x = X[idx], y = Y[idx]
+            model._train_step(ws, *hyper, loss)
+
+        kinds = {False: (B, False), True: (B, True)}     # the plans' keys: (B, cost row given?)
+
+        def device_step(idx, row):
+            """The step's device work: recorded once per kind of cost output, replayed after."""
+            loss = row if row is not None else (ws.loss if with_loss else None)
+            if not bk.prepares:
+                return gather_and_step(idx, loss)
+            kind, params = kinds[row is not None], model._params()
+            plan = plans.get(kind)
+            if plan is None or not plan.bound_to(params):     # first, or the model was given new arrays
+                plans[kind] = bk.record(lambda: gather_and_step(idx, loss), {"idx": idx, "loss": row}, params)
+            else:
+                plan({"idx": idx, "loss": row})
+
+        mean = bk.mean
+        if not graph:
+            prepares = bk.prepares
+
+            def step(idx, loss_out, loss_row):
+                self.ws = ws
+                plan = plans.get(kinds[loss_row is not None]) if prepares else None
+                if plan is not None and plan.bound_to(model._params()):    # the replay: what most steps are
+                    plan({"idx": idx, "loss": loss_row})
+                else:
+                    device_step(idx, loss_row)
+                if loss_out is not None and (with_loss or loss_row is not None):
+                    mean(loss_row if loss_row is not None else ws.loss, out=loss_out)
+            return step
 
         # the key names everything a captured graph bakes in: arrays (kept alive by the backend) and scalars
-        with model._blas(len(idx)):                 # inside fit, whose limit is the same: a microsecond
-            bk.run_step(gather_and_step, idx,
-                        key=(id(X), id(Y), id(ws), self.eta, self.lmbda, self.mu, self.with_loss), keep=(X, Y, ws))
-        if self.with_loss and loss_out is not None:
-            bk.mean(ws.loss, out=loss_out)
+        key, keep, run_step = (id(X), id(Y), id(ws), *hyper, with_loss), (X, Y, ws), bk.run_step
+
+        def graph_step(idx, loss_out, loss_row):
+            self.ws = ws
+            run_step(lambda i: device_step(i, None), idx, key=key, keep=keep)
+            if loss_row is not None:                     # the graph writes ws.loss; the row is copied from it
+                bk.copy(ws.loss, out=loss_row)
+            if loss_out is not None and (with_loss or loss_row is not None):
+                mean(loss_row if loss_row is not None else ws.loss, out=loss_out)
+        return graph_step
 
     # -- what fit asks of a stepper around its steps (a ParallelStepper involves the other ranks) --------
     def failed(self, error, where) -> None:
@@ -700,7 +794,12 @@ class ParallelStepper(Stepper):
     def order(self, order):
         return super().order(self.dp.bcast_order(order))
 
-    def __call__(self, idx, loss_out=None) -> None:
+    @staticmethod
+    def loss_width(B: int) -> int:
+        """One cost a step: the global batch's summed cost, from the all-reduce."""
+        return 1
+
+    def __call__(self, idx, loss_out=None, loss_row=None) -> None:
         self._checked(idx, loss_out)
         model, bk, dp = self.model, self.model.backend, self.dp
         lo, hi = share(0, len(idx), dp.rank, dp.size)
@@ -720,8 +819,10 @@ class ParallelStepper(Stepper):
             dW, db = dp.grads(l)
             vW, vb = (model.vW[l], model.vb[l]) if self.mu else (None, None)
             bk.sgd_update(model.W[l], model.b[l], dW, db, vW, vb, eta=self.eta, lmbda=self.lmbda, mu=self.mu)
+        if loss_row is not None:                             # the global batch's summed cost (buf holds the mean)
+            bk.xp.multiply(dp.loss_sum, len(idx), out=loss_row)
         if loss_out is not None:
-            loss_out[...] = dp.loss_sum
+            loss_out[...] = dp.loss_sum                      # the global batch's mean cost
 
     def failed(self, error, where) -> None:
         if isinstance(error, TrainingDiverged):             # every rank read the same losses at the same step

@@ -40,6 +40,9 @@ class ArrayBackend:
     """
 
     name = "numpy"
+    #: whether steps are recorded once and replayed (the kernel backends: gpubp.cuda.prepared); here every
+    #: op is a ufunc or BLAS call with nothing to validate, so a step runs as written
+    prepares = False
 
     def __init__(self, xp=np):
         self.xp = xp
@@ -100,9 +103,18 @@ class ArrayBackend:
         """out = X[idx]: gather a mini-batch."""
         self.xp.take(X, idx, axis=0, out=out)
 
+    def gather_rows(self, X, Y, idx, x, y):
+        """x = X[idx], y = Y[idx]: a mini-batch's inputs and targets."""
+        self.take_rows(X, idx, out=x)
+        self.take_rows(Y, idx, out=y)
+
     def total(self, x) -> float:
         """The sum of every element of x, as a Python float (it waits for the device)."""
         return float(x.sum())
+
+    def copy(self, x, out):
+        """out[...] = x (on the device: no wait)."""
+        self.xp.copyto(out, x)
 
     def mean(self, x, out):
         """out[0] = the mean of the 1-D array x (on the device: no wait)."""

@@ -18,8 +18,8 @@ import numpy as np
 #: One definition, shared with the NumPy cost functions.
 from gpubp.costs import CE_EPS
 
-__all__ = ["CE_EPS", "sigmoid", "bias_sigmoid", "gemm_bias_sigmoid", "sigmoid_delta", "gemm_sigmoid_delta",
-           "output_delta", "weight_grad", "weight_grad_sgd"]
+__all__ = ["CE_EPS", "sigmoid", "gather_rows", "bias_sigmoid", "gemm_bias_sigmoid", "sigmoid_delta",
+           "gemm_sigmoid_delta", "output_delta", "weight_grad", "weight_grad_sgd"]
 
 
 def _f64(x):
@@ -32,6 +32,16 @@ def sigmoid(x):
     x = np.asarray(x)
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def gather_rows(X, Y, idx, x, y):
+    """x[r] = X[idx[r]], y[r] = Y[idx[r]] for r < B; a row number outside [0, n) gives NaN rows.
+    X: n×I, Y: n×O, idx: B int64, x: B×I, y: B×O."""
+    idx = np.asarray(idx, dtype=np.int64)
+    ok = (idx >= 0) & (idx < len(X))
+    safe = np.where(ok, idx, 0)
+    x[...] = np.where(ok[:, None], _f64(X)[safe], np.nan)
+    y[...] = np.where(ok[:, None], _f64(Y)[safe], np.nan)
 
 
 def bias_sigmoid(z, b):

@@ -55,7 +55,7 @@ def test_kernel_cases_check_on_cpu_and_report_gpu_napkin_math():
     gpu = bench.kernel_cases("cupy", shape=(33, 65, 17))
     if not ok:
         assert all(c.fn is None and why.split(" (")[0] in c.unavailable for c in gpu)
-        assert all(c.bytes and c.flops for c in gpu)
+        assert all(c.bytes and c.flops is not None for c in gpu)       # the gather moves bytes, no FLOPs
 
 
 def test_quick_run_writes_table_json_and_plot(tmp_path):
@@ -146,13 +146,13 @@ def test_kernel_cases_time_the_naive_twins_and_all_check_on_the_emulated_device(
     by_op = {}
     for c in cases:
         by_op.setdefault(c.case.split(" ")[0], []).append(c.impl)
-    for op in ("sigmoid_delta", "output_delta", "bias_sigmoid", "gemm_bias_sigmoid", "gemm_sigmoid_delta",
-               "weight_grad", "weight_grad_sgd"):
+    for op in ("gather_rows", "sigmoid_delta", "output_delta", "bias_sigmoid", "gemm_bias_sigmoid",
+               "gemm_sigmoid_delta", "weight_grad", "weight_grad_sgd"):
         assert sorted(by_op[op]) == ["fused emulated", "naive emulated", "unfused emulated"], op
     assert {"GEMM a_prev@W B=9 I=33 O=17", "GEMM delta@W^T B=9 I=33 O=17"} <= {c.case for c in cases}
     for c in cases:
         c.check()                   # the fast and the naive kernels against the float64 expressions
-        assert c.bytes and c.flops
+        assert c.bytes and (c.flops or c.case.startswith("gather_rows"))    # a gather moves bytes, no FLOPs
 
 
 def test_napkin_math_comes_from_the_launchers_records():

@@ -143,13 +143,13 @@ def test_launchers_reject_bad_input(dev):
 
 
 def test_kernel_names_and_families():
-    assert kernels.families() == ("backward_gemm", "delta", "forward", "forward_gemm", "weight_grad")
+    assert kernels.families() == ("backward_gemm", "delta", "forward", "forward_gemm", "gather", "weight_grad")
     names = {k for f in kernels.families() for k in kernels.kernel_names(f)}
-    for base in ("bias_sigmoid", "gemm_bias_sigmoid", "sigmoid_delta", "gemm_sigmoid_delta", "output_delta_mse",
-                 "output_delta_ce", "weight_grad", "weight_grad_sgd"):
+    for base in ("gather_rows", "bias_sigmoid", "gemm_bias_sigmoid", "sigmoid_delta", "gemm_sigmoid_delta",
+                 "output_delta_mse", "output_delta_ce", "weight_grad", "weight_grad_sgd"):
         for dt in ("f32", "f64"):
             assert {f"{base}_{dt}", f"{base}_naive_{dt}"} <= names
-    assert len(names) == 32
+    assert len(names) == 36
     assert kernels.family_of("weight_grad_sgd_naive_f64") == "weight_grad"
     with pytest.raises(ValueError, match=r"no kernel named 'weight_grad_f16'"):
         kernels.family_of("weight_grad_f16")

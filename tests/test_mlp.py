@@ -251,7 +251,7 @@ def test_fit_reads_the_loss_back_only_when_due(rng, monkeypatch):
     to_numpy = net.backend.to_numpy
     monkeypatch.setattr(net.backend, "to_numpy", lambda x: reads.append(x.shape) or to_numpy(x))
     net.fit(rng.random((100, 5)), rng.integers(0, 3, 100), epochs=3, batch_size=10, lr=0.5, progress=False)
-    assert reads == [(10,)] * 3
+    assert reads == [(10, 10)] * 3        # the epoch's 10 steps × 10 per-sample costs, read at once
 
 
 def test_fit_progress_bar_shows_loss(rng):

@@ -361,6 +361,22 @@ def kernel_cases(backend_name, shape=KERNEL_SHAPE, seed=0):
     gemm = (f"GEMM {label}", f"GEMM {backend_name}")
     cost = get_cost("mse")
 
+    # the batch's gather, x = X[idx] and y = Y[idx] from 2B rows: one launch against two takes
+    X2, Y2 = dev(rng.random((2 * B, I))), dev(np.eye(O)[rng.integers(0, O, 2 * B)])
+    rows = bk.asarray(rng.permutation(2 * B)[:B], np.int64)
+    gx, gy = bk.empty((B, I), f32), bk.empty((B, O), f32)
+    gx64, gy64 = host(X2)[bk.to_numpy(rows)], host(Y2)[bk.to_numpy(rows)]
+
+    def gather_check(fn, impl):
+        x, y = fn()
+        checked(f"gather_rows x {impl}", x, gx64)
+        checked(f"gather_rows y {impl}", y, gy64)
+    for impl, k in backends.items():
+        run = (lambda k=k: (k.gather_rows(X2, Y2, rows, gx, gy), (gx, gy))[1])
+        add("gather_rows", impl, run, lambda run=run, impl=impl: gather_check(run, impl))
+    add("gather_rows", "unfused", lambda: (X2[rows], Y2[rows]), lambda: gather_check(lambda: (X2[rows], Y2[rows]),
+                                                                                     "unfused"))
+
     # hidden delta (BP2's epilogue)
     sd = g64 * a64 * (1 - a64)
     for impl, k in backends.items():

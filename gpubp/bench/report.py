@@ -238,6 +238,9 @@ TABLES = {
            ["net", "implementation", "median", "x 1 rank", "what the exchange costs"],
            lambda r: [_short_net(r.case.removesuffix(" data-parallel")), r.impl, _time_cell(r),
                       _floor_cell(r), r.note.split("; ")[0]]),
+    "host": ("host: one fit step's host cost, every kernel and array call a no-op (gpubp's own Python)",
+             ["net", "implementation", "median", "launches, per launch, np.int32() calls"],
+             lambda r: [_short_net(r.case), r.impl, _time_cell(r), r.note]),
 }
 
 

@@ -8,7 +8,7 @@ from .report import Report, _load, fill_ratios, line_widths, machine_info, row_l
 from .timing import gpu_peaks, run_cases
 
 
-GROUPS = ("step", "kernel", "e2e", "threads", "dp")
+GROUPS = ("step", "kernel", "e2e", "threads", "dp", "host")
 
 
 def parse_sizes(text):
@@ -78,6 +78,9 @@ def run(backends=None, nets=None, quick=False, groups=GROUPS, log=print) -> Repo
             line = row_line(row, widths)
             if line:
                 log(line)
+    if "host" in groups:
+        from . import host
+        report.rows += host.rows(nets=nets, quick=quick, log=log)
     if "dp" in groups:
         from . import dp
         report.rows += dp.rows(nets=dp_nets, quick=quick,

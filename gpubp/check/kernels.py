@@ -64,6 +64,36 @@ def nan_like(shape, dtype):
     return np.full(shape, np.nan, dtype=dtype)
 
 
+# -- gather.cu ----------------------------------------------------------------------------------
+
+def gather_rows(dev: Device, dtype, naive: bool) -> int:
+    """x = X[idx], y = Y[idx] on the weight-gradient shapes read as (B, I, O), from n = B + 3 rows with
+    repeats, in any order; then a row number outside [0, n) (-1 and n) gives NaN rows, nothing else."""
+    rng = np.random.default_rng(12)
+    for B, I, O in WG_SHAPES:
+        n = B + 3
+        X, Y = rng.normal(size=(n, I)).astype(dtype), rng.uniform(size=(n, O)).astype(dtype)
+        idx = rng.integers(0, n, B).astype(np.int64)
+        expected_x, expected_y = np.empty((B, I)), np.empty((B, O))
+        reference.gather_rows(X, Y, idx, expected_x, expected_y)
+        x, y = dev.put(nan_like((B, I), dtype)), dev.put(nan_like((B, O), dtype))
+        launchers.gather_rows(dev.ks, dev.put(X), dev.put(Y), dev.put(idx), x, y, naive=naive)
+        assert_close(x, expected_x, dtype, what=f"gather_rows x {(B, I, O)}")
+        assert_close(y, expected_y, dtype, what=f"gather_rows y {(B, I, O)}")
+        bad = idx.copy()
+        bad[:: 2] = np.where(np.arange(len(bad[::2])) % 2, n, -1)        # every other row out of range
+        x, y = dev.put(np.full((B, I), 7, dtype)), dev.put(np.full((B, O), 7, dtype))   # finite poison
+        launchers.gather_rows(dev.ks, dev.put(X), dev.put(Y), dev.put(bad), x, y, naive=naive)
+        reference.gather_rows(X, Y, bad, expected_x, expected_y)
+        for name, got, want in (("x", x, expected_x), ("y", y, expected_y)):
+            got = np.asarray(got.get() if hasattr(got, "get") else got, dtype=np.float64)
+            if not np.array_equal(np.isnan(got), np.isnan(want)) or not np.array_equal(got[~np.isnan(want)],
+                                                                                       want[~np.isnan(want)]):
+                raise AssertionError(f"gather_rows {name} {(B, I, O)} with rows out of range: expected NaN rows "
+                                     f"exactly where the index is outside [0, {n})")
+    return len(WG_SHAPES)
+
+
 # -- forward.cu ---------------------------------------------------------------------------------
 
 def bias_sigmoid(dev: Device, dtype, naive: bool) -> int:
@@ -214,6 +244,7 @@ def weight_grad_sgd(dev: Device, dtype, naive: bool, momentum: bool) -> int:
 #: (check name, function, extra arguments): one entry per kernel of every family (each run naive
 #: and fast, f32 and f64); the variants of output_delta and weight_grad_sgd are their own entries
 CHECKS = [
+    ("gather_rows", gather_rows, {}),
     ("bias_sigmoid", bias_sigmoid, {}),
     ("gemm_bias_sigmoid", gemm_bias_sigmoid, {}),
     ("sigmoid_delta", sigmoid_delta, {}),

@@ -36,6 +36,7 @@ import numpy as np
 from ..numpy_backend import ArrayBackend
 from ..validation import InputError
 from . import launchers, nvrtc, sources
+from .prepared import Call, OpCall, PreparedStep
 
 
 #: CuPy (through 14.2, the newest release) refuses every cuBLAS call made while a stream is capturing:
@@ -110,6 +111,57 @@ class KernelBackend(ArrayBackend):
         self.naive = bool(naive)
         self.capture_calls = {}          # key -> the array-module calls a checked step made (emulated cuda_graph)
         self._eager_once = set()
+        self._recording = None           # the ops of the step being recorded (see record), else None
+
+    #: steps on this backend are recorded once and replayed (gpubp.cuda.prepared)
+    prepares = True
+
+    # -- prepared steps ------------------------------------------------------
+    def _submit(self, op) -> None:
+        """Run one op's device work (a validated Launch, an array-module Call, an OpCall), and keep it
+        if a step is being recorded.  Every op of a step on this backend comes through here."""
+        if op is None:                   # nothing to launch (an empty array)
+            return
+        recording = self._recording
+        if recording is None:
+            return op()
+        recording.append(op)
+        if isinstance(op, OpCall):       # what it calls inside is its own business: not recorded twice
+            self._recording = None
+            try:
+                op()
+            finally:
+                self._recording = recording
+        else:
+            op()
+
+    def record(self, run, slots: dict, bound: tuple = ()) -> PreparedStep:
+        """Run ``run()`` (one step's device work, for real) and return its ops as a PreparedStep whose
+        slots are the arrays in ``slots`` (by identity).  ``bound``: the model's parameter arrays."""
+        if self._recording is not None:
+            raise RuntimeError("a step is already being recorded on this backend")
+        self._recording = ops = []
+        try:
+            run()
+        finally:
+            self._recording = None
+        return PreparedStep(ops, slots, bound)
+
+    # -- the array-module ops of a step, through _submit ---------------------------
+    def matmul(self, a, b, out):
+        self._submit(Call(self, "matmul", (a, b), {"out": out}))
+
+    def take_rows(self, X, idx, out):
+        self._submit(Call(self, "take", (X, idx), {"axis": 0, "out": out}))
+
+    def mean(self, x, out):
+        self._submit(Call(self, "mean", (x,), {"keepdims": True, "out": out}))
+
+    def copy(self, x, out):
+        self._submit(Call(self, "copyto", (out, x), {}))
+
+    def sgd_update(self, W, b, dW, db, vW=None, vb=None, *, eta, lmbda=0.0, mu=0.0):
+        self._submit(OpCall(super().sgd_update, (W, b, dW, db, vW, vb), {"eta": eta, "lmbda": lmbda, "mu": mu}))
 
     def __repr__(self):
         opts = [k for k in ("fused_update", "cublas_weight_grad", "naive", "cuda_graph") if getattr(self, k)]
@@ -153,19 +205,24 @@ class KernelBackend(ArrayBackend):
             return CupyBackend("cupy", cupy, ks, **options)
         raise ValueError(f"no kernel backend {name!r}; use 'emulated' or 'cupy'")
 
+    # -- the batch ----------------------------------------------------------------
+    def gather_rows(self, X, Y, idx, x, y):
+        """x = X[idx], y = Y[idx] in one launch (gather.cu)."""
+        self._submit(launchers.prepare_gather_rows(self.ks, X, Y, idx, x, y, naive=self.naive))
+
     # -- feedforward ---------------------------------------------------------
     def bias_sigmoid(self, z, b):
-        launchers.bias_sigmoid(self.ks, z, b, naive=self.naive)
+        self._submit(launchers.prepare_bias_sigmoid(self.ks, z, b, naive=self.naive))
 
     def feedforward(self, a_prev, W, b, a):
         if self.gemm != "own":
             return super().feedforward(a_prev, W, b, a)
-        launchers.gemm_bias_sigmoid(self.ks, a_prev, W, b, a, naive=self.naive)
+        self._submit(launchers.prepare_gemm_bias_sigmoid(self.ks, a_prev, W, b, a, naive=self.naive))
 
     def backprop(self, delta_next, W_next, a, delta):
         if self.gemm != "own":
             return super().backprop(delta_next, W_next, a, delta)
-        launchers.gemm_sigmoid_delta(self.ks, delta_next, W_next, a, delta, naive=self.naive)
+        self._submit(launchers.prepare_gemm_sigmoid_delta(self.ks, delta_next, W_next, a, delta, naive=self.naive))
 
     # -- backward --------------------------------------------------------------
     def check_cost(self, cost):
@@ -178,25 +235,25 @@ class KernelBackend(ArrayBackend):
                              f"custom cost")
 
     def output_delta(self, cost, a, y, delta, loss=None):
-        launchers.output_delta(self.ks, cost.kernel, a, y, delta, loss, naive=self.naive)
+        self._submit(launchers.prepare_output_delta(self.ks, cost.kernel, a, y, delta, loss, naive=self.naive))
 
     def loss(self, cost, a, y, loss):
         delta = self._scratch(a.shape, a.dtype, "delta")     # the kernel writes δ too; it is discarded
-        launchers.output_delta(self.ks, cost.kernel, a, y, delta, loss, naive=self.naive)
+        self._submit(launchers.prepare_output_delta(self.ks, cost.kernel, a, y, delta, loss, naive=self.naive))
 
     def sigmoid_delta(self, g, a, delta):
-        launchers.sigmoid_delta(self.ks, g, a, delta, naive=self.naive)
+        self._submit(launchers.prepare_sigmoid_delta(self.ks, g, a, delta, naive=self.naive))
 
     def weight_grad(self, a_prev, delta, dW, db, scale=1.0):
         if self.cublas_weight_grad:
-            return super().weight_grad(a_prev, delta, dW, db, scale)
-        launchers.weight_grad(self.ks, a_prev, delta, dW, db, scale=scale, naive=self.naive)
+            return self._submit(OpCall(super().weight_grad, (a_prev, delta, dW, db, scale), {}))
+        self._submit(launchers.prepare_weight_grad(self.ks, a_prev, delta, dW, db, scale=scale, naive=self.naive))
 
     def weight_grad_sgd(self, a_prev, delta, W, b, vW=None, vb=None, *, scale=1.0, eta, lmbda=0.0, mu=0.0):
         if not self.fused_update or self.cublas_weight_grad:
             return super().weight_grad_sgd(a_prev, delta, W, b, vW, vb, scale=scale, eta=eta, lmbda=lmbda, mu=mu)
-        launchers.weight_grad_sgd(self.ks, a_prev, delta, W, b, vW, vb, scale=scale, eta=eta, lmbda=lmbda, mu=mu,
-                                  naive=self.naive)
+        self._submit(launchers.prepare_weight_grad_sgd(self.ks, a_prev, delta, W, b, vW, vb, scale=scale, eta=eta,
+                                                       lmbda=lmbda, mu=mu, naive=self.naive))
 
 
 class _Recorder:

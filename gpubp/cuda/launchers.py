@@ -15,6 +15,7 @@ Memory: no output may share memory with another argument, except where said
 (in place): z in bias_sigmoid; delta may be g or a in sigmoid_delta, a or y in
 output_delta, a in gemm_sigmoid_delta.  Each launcher refuses any other overlap, partial or whole.
 
+    gather_rows(ks, X, Y, idx, x, y)             X: n×I, Y: n×O, idx: B int64, x: B×I, y: B×O
     bias_sigmoid(ks, z, b)                       z: B×O (in place), b: O
     gemm_bias_sigmoid(ks, a_prev, W, b, a)       a_prev: B×I, W: I×O, b: O, a: B×O
     gemm_sigmoid_delta(ks, delta_next, W_next, a, delta)  delta_next: B×O, W_next: I×O, a, delta: B×I
@@ -112,7 +113,16 @@ def _gemm(tunables, size, padded=False):
     return fast, Budget(NAIVE_WG_BLOCK[0] * NAIVE_WG_BLOCK[1], 64, 0, 0.5)
 
 
+def _gather(tunables, size):
+    """Bound by memory like the elementwise kernels: 32 × ROWS threads (one warp a row)."""
+    fast, naive = _elementwise(tunables, size)
+    return Budget(32 * tunables["ROWS"], fast.registers, 0, fast.occupancy_sm80), naive
+
+
 SPECS = {
+    "gather_rows": Spec(
+        "gather", ("gather_rows",), "x = X[idx], y = Y[idx]", "xp.take(X, idx, axis=0); xp.take(Y, idx, axis=0)",
+        lambda B, I, O, s: (2 * B * (I + O) * s + 8 * B, 2 * B * (I + O) * s + 16 * B, 0), _gather),
     "bias_sigmoid": Spec(
         "forward", ("bias_sigmoid",), "z = sigmoid(z + b)", "1 / (1 + exp(-(z + b)))",
         lambda B, I, O, s: ((2 * B * O + O) * s, (10 * B * O + O) * s, 4 * B * O), _elementwise),
@@ -255,14 +265,87 @@ def _scalar(kernel: str, name: str, value, dtype: np.dtype):
     return cast
 
 
-def _launch(ks: KernelSet, kernel: str, naive: bool, dtype: np.dtype, grid: tuple, block: tuple, args: tuple):
+class Launch:
+    """One validated kernel launch, ready to run: ``launch()`` makes the raw call and checks nothing.
+
+    A launcher validates its arguments once and returns one of these (``prepare_<kernel>``); the
+    eager launcher (``<kernel>``) runs it at once.  A prepared training step (``gpubp.cuda.prepared``)
+    keeps them and replays them: the arrays in ``args`` are bound (kept alive) and their shapes,
+    dtypes and aliasing were checked when it was made.  ``spec`` names the launcher's record in
+    ``SPECS`` and ``dims`` its (B, I, O), for the napkin math of ``gpubp plan``."""
+
+    __slots__ = ("name", "fn", "grid", "block", "args", "shared_mem", "spec", "dims")
+
+    def __init__(self, name, fn, grid, block, args, shared_mem=0, spec=None, dims=None):
+        self.name, self.fn, self.grid, self.block, self.args = name, fn, grid, block, args
+        self.shared_mem, self.spec, self.dims = shared_mem, spec, dims
+
+    def __call__(self) -> None:
+        self.fn(self.grid, self.block, self.args, shared_mem=self.shared_mem)
+
+    def __repr__(self):
+        return f"<Launch {self.name} grid={self.grid} block={self.block}>"
+
+
+def _launch(ks: KernelSet, kernel: str, naive: bool, dtype: np.dtype, grid: tuple, block: tuple, args: tuple,
+            spec: str | None = None, dims: tuple | None = None) -> Launch:
+    """The Launch of ``kernel`` (its ``_naive`` twin if asked) in ``dtype``: the raw function, ``None``
+    arguments already the device's NULL."""
     name = f"{kernel}{'_naive' if naive else ''}_{_SUFFIX[dtype]}"
-    ks.function(name)(grid, block, args)
+    null = ks.NULL
+    return Launch(name, ks.raw_function(name), grid, block, tuple(null if a is None else a for a in args), 0,
+                  spec or kernel, dims)
+
+
+def _eager(prepare):
+    """The launcher that validates and launches at once, from its ``prepare_`` twin."""
+    def launcher(*args, **kwargs) -> None:
+        launch = prepare(*args, **kwargs)
+        if launch is not None:
+            launch()
+    launcher.__name__ = prepare.__name__.removeprefix("prepare_")
+    launcher.__qualname__ = launcher.__name__
+    launcher.__doc__ = prepare.__doc__
+    launcher.__wrapped__ = prepare
+    return launcher
+
+
+# -- gather.cu -----------------------------------------------------------------------------------
+
+def prepare_gather_rows(ks: KernelSet, X, Y, idx, x, y, *, naive: bool = False) -> Launch | None:
+    """x = X[idx], y = Y[idx] in one launch; X: n×I, Y: n×O, idx: B int64 row numbers in [0, n)
+    (a number outside it gives NaN rows, never an access outside X or Y), x: B×I, y: B×O.
+    No argument may share memory with another (the inputs only with each other)."""
+    k = "gather_rows"
+    dtype = _dtype_of(k, X=X, Y=Y, x=x, y=y)
+    n, I = _check_2d(k, "X", X, "(n, I)")
+    n_Y, O = _check_2d(k, "Y", Y, "(n, O)")
+    if n_Y != n:
+        raise ValueError(f"{k}: Y has {n_Y} rows but X has {n}; X (n, I) and Y (n, O) must hold the same samples")
+    if not all(hasattr(idx, attr) for attr in ("dtype", "shape", "flags")) or np.dtype(idx.dtype) != np.int64 \
+            or len(idx.shape) != 1 or not idx.flags.c_contiguous:
+        raise TypeError(f"{k}: idx must be a C-contiguous 1-D int64 array of row numbers, got "
+                        f"{type(idx).__name__} {getattr(idx, 'dtype', '')} {getattr(idx, 'shape', '')}")
+    B = int(idx.shape[0])
+    _check_shape(k, "x", x, (B, I), "(B, I): a row per index, X's columns")
+    _check_shape(k, "y", y, (B, O), "(B, O): a row per index, Y's columns")
+    if B == 0:
+        return None
+    _check_aliasing(k, ("x", "y"), {}, X=X, Y=Y, idx=idx, x=x, y=y)
+    _check_sizes(k, 0, **{"n*I": n * I, "n*O": n * O, "B*I": B * I, "B*O": B * O})
+    if naive:
+        _check_sizes(k, BLOCK, **{"B*(I+O)": B * (I + O)})
+        grid, block = (ceil_div(B * (I + O), BLOCK),), (BLOCK,)
+    else:
+        rows = ks.param("gather", "ROWS")
+        grid, block = (ceil_div(B, rows),), (32, rows)
+    return _launch(ks, k, naive, dtype, grid, block,
+                   (X, Y, idx, x, y, np.int32(B), np.int32(I), np.int32(O), np.int32(n)), dims=(B, I, O))
 
 
 # -- forward.cu ----------------------------------------------------------------------------------
 
-def bias_sigmoid(ks: KernelSet, z, b, *, naive: bool = False) -> None:
+def prepare_bias_sigmoid(ks: KernelSet, z, b, *, naive: bool = False) -> Launch | None:
     """z ← σ(z + b) in place; z: B×O, b: O."""
     k = "bias_sigmoid"
     dtype = _dtype_of(k, z=z, b=b)
@@ -273,7 +356,8 @@ def bias_sigmoid(ks: KernelSet, z, b, *, naive: bool = False) -> None:
     _check_aliasing(k, ("z",), {}, z=z, b=b)
     ept = 1 if naive else ks.param("forward", "EPT")
     _check_sizes(k, BLOCK * ept, **{"B*O": B * O})
-    _launch(ks, k, naive, dtype, (ceil_div(B * O, BLOCK * ept),), (BLOCK,), (z, b, np.int32(B), np.int32(O)))
+    return _launch(ks, k, naive, dtype, (ceil_div(B * O, BLOCK * ept),), (BLOCK,), (z, b, np.int32(B), np.int32(O)),
+                   dims=(B, 0, O))
 
 
 # -- forward_gemm.cu, backward_gemm.cu ----------------------------------------------------------
@@ -301,7 +385,7 @@ def _tile_grid(ks: KernelSet, k: str, family: str, naive: bool, rows: tuple, col
     return grid, block
 
 
-def gemm_bias_sigmoid(ks: KernelSet, a_prev, W, b, a, *, naive: bool = False) -> None:
+def prepare_gemm_bias_sigmoid(ks: KernelSet, a_prev, W, b, a, *, naive: bool = False) -> Launch | None:
     """a = σ(a_prev W + b) in one kernel (z never written); a_prev: B×I, W: I×O, b: O, a: B×O.
     a shares memory with nothing."""
     k = "gemm_bias_sigmoid"
@@ -318,10 +402,11 @@ def gemm_bias_sigmoid(ks: KernelSet, a_prev, W, b, a, *, naive: bool = False) ->
     _check_sizes(k, 0, **{"B*I": B * I, "I*O": I * O, "B*O": B * O})
     _check_reduction(ks, k, "forward_gemm", naive, "I", I)
     grid, block = _tile_grid(ks, k, "forward_gemm", naive, ("B", B), ("O", O))
-    _launch(ks, k, naive, dtype, grid, block, (a_prev, W, b, a, np.int32(B), np.int32(I), np.int32(O)))
+    return _launch(ks, k, naive, dtype, grid, block, (a_prev, W, b, a, np.int32(B), np.int32(I), np.int32(O)),
+                   dims=(B, I, O))
 
 
-def gemm_sigmoid_delta(ks: KernelSet, delta_next, W_next, a, delta, *, naive: bool = False) -> None:
+def prepare_gemm_sigmoid_delta(ks: KernelSet, delta_next, W_next, a, delta, *, naive: bool = False) -> Launch | None:
     """delta = (delta_next W_nextᵀ) ⊙ a ⊙ (1 − a) in one kernel (BP2; W_nextᵀ read in place);
     delta_next: B×O, W_next: I×O, a, delta: B×I.  delta may be a (in place)."""
     k = "gemm_sigmoid_delta"
@@ -339,12 +424,13 @@ def gemm_sigmoid_delta(ks: KernelSet, delta_next, W_next, a, delta, *, naive: bo
     _check_sizes(k, 0, **{"B*I": B * I, "I*O": I * O, "B*O": B * O})
     _check_reduction(ks, k, "backward_gemm", naive, "O", O)
     grid, block = _tile_grid(ks, k, "backward_gemm", naive, ("B", B), ("I", I))
-    _launch(ks, k, naive, dtype, grid, block, (delta_next, W_next, a, delta, np.int32(B), np.int32(I), np.int32(O)))
+    return _launch(ks, k, naive, dtype, grid, block, (delta_next, W_next, a, delta, np.int32(B), np.int32(I),
+                                                         np.int32(O)), dims=(B, I, O))
 
 
 # -- delta.cu ------------------------------------------------------------------------------------
 
-def sigmoid_delta(ks: KernelSet, g, a, delta, *, naive: bool = False) -> None:
+def prepare_sigmoid_delta(ks: KernelSet, g, a, delta, *, naive: bool = False) -> Launch | None:
     """delta = g ⊙ a ⊙ (1 − a), elementwise; g, a, delta of one shape; delta may be g or a (in place)."""
     k = "sigmoid_delta"
     dtype = _dtype_of(k, g=g, a=a, delta=delta)
@@ -356,7 +442,8 @@ def sigmoid_delta(ks: KernelSet, g, a, delta, *, naive: bool = False) -> None:
     _check_aliasing(k, ("delta",), {"delta": ("g", "a")}, g=g, a=a, delta=delta)
     ept = 1 if naive else ks.param("delta", "EPT")
     _check_sizes(k, BLOCK * ept, n=n)
-    _launch(ks, k, naive, dtype, (ceil_div(n, BLOCK * ept),), (BLOCK,), (g, a, delta, np.int32(n)))
+    return _launch(ks, k, naive, dtype, (ceil_div(n, BLOCK * ept),), (BLOCK,), (g, a, delta, np.int32(n)),
+                   dims=(n, 0, 1))
 
 
 @functools.lru_cache(maxsize=None)
@@ -367,7 +454,7 @@ def output_delta_kernels() -> tuple[str, ...]:
                  if n.startswith("output_delta_") and n.endswith("_f32") and "_naive" not in n)
 
 
-def output_delta(ks: KernelSet, kernel: str, a, y, delta, loss=None, *, naive: bool = False) -> None:
+def prepare_output_delta(ks: KernelSet, kernel: str, a, y, delta, loss=None, *, naive: bool = False) -> Launch | None:
     """delta = δ_L(a, y) of the cost whose kernel is ``kernel`` ("output_delta_mse": (a − y) a (1 − a);
     "output_delta_ce": a − y) and, if ``loss`` is given, loss[r] = the per-sample cost;
     a, y, delta: B×O, loss: B.  delta may be a or y (in place); loss shares memory with nothing."""
@@ -391,7 +478,7 @@ def output_delta(ks: KernelSet, kernel: str, a, y, delta, loss=None, *, naive: b
     else:
         rows = ks.param("delta", "ROWS_PER_BLOCK")
         grid, block = (ceil_div(B, rows),), (ks.param("delta", "ROW_THREADS"), rows)
-    _launch(ks, kernel, naive, dtype, grid, block, args)
+    return _launch(ks, kernel, naive, dtype, grid, block, args, spec=k, dims=(B, 0, O))
 
 
 # -- weight_grad.cu ------------------------------------------------------------------------------
@@ -408,7 +495,7 @@ def _weight_grad_shapes(k: str, a_prev, delta, W, W_name: str, b, b_name: str) -
     return B, I, O
 
 
-def weight_grad(ks: KernelSet, a_prev, delta, dW, db=None, *, scale=1.0, naive: bool = False) -> None:
+def prepare_weight_grad(ks: KernelSet, a_prev, delta, dW, db=None, *, scale=1.0, naive: bool = False) -> Launch | None:
     """dW = scale · a_prevᵀ delta and, if ``db`` is given, db = scale · Σ_r delta[r, :] (both overwritten);
     a_prev: B×I, delta: B×O, dW: I×O, db: O."""
     k = "weight_grad"
@@ -420,11 +507,12 @@ def weight_grad(ks: KernelSet, a_prev, delta, dW, db=None, *, scale=1.0, naive: 
     _check_aliasing(k, ("dW", "db"), {}, a_prev=a_prev, delta=delta, dW=dW, db=db)
     _check_reduction(ks, k, "weight_grad", naive, "B", B)
     grid, block = _tile_grid(ks, k, "weight_grad", naive, ("I", I), ("O", O), at_least_one_row=True)
-    _launch(ks, k, naive, dtype, grid, block, (a_prev, delta, dW, db, np.int32(B), np.int32(I), np.int32(O), scale))
+    return _launch(ks, k, naive, dtype, grid, block, (a_prev, delta, dW, db, np.int32(B), np.int32(I), np.int32(O), scale),
+                   dims=(B, I, O))
 
 
-def weight_grad_sgd(ks: KernelSet, a_prev, delta, W, b, vW=None, vb=None, *, scale=1.0, eta, lmbda=0.0, mu=0.0,
-                    naive: bool = False) -> None:
+def prepare_weight_grad_sgd(ks: KernelSet, a_prev, delta, W, b, vW=None, vb=None, *, scale=1.0, eta, lmbda=0.0,
+                            mu=0.0, naive: bool = False) -> Launch | None:
     """One SGD step with L2 decay and momentum from the weight gradient of one layer, fused (dW is never
     stored):  g = scale · a_prevᵀ delta + lmbda · W,  vW ← mu · vW + g,  W ← W − eta · vW  and for the
     bias gb = scale · Σ_r delta[r, :] (no decay),  vb ← mu · vb + gb,  b ← b − eta · vb.  Without buffers
@@ -450,5 +538,17 @@ def weight_grad_sgd(ks: KernelSet, a_prev, delta, W, b, vW=None, vb=None, *, sca
     _check_aliasing(k, ("W", "b", "vW", "vb"), {}, a_prev=a_prev, delta=delta, W=W, b=b, vW=vW, vb=vb)
     _check_reduction(ks, k, "weight_grad", naive, "B", B)
     grid, block = _tile_grid(ks, k, "weight_grad", naive, ("I", I), ("O", O), at_least_one_row=True)
-    _launch(ks, k, naive, dtype, grid, block,
-            (a_prev, delta, W, b, vW, vb, np.int32(B), np.int32(I), np.int32(O), *scalars))
+    return _launch(ks, k, naive, dtype, grid, block,
+                   (a_prev, delta, W, b, vW, vb, np.int32(B), np.int32(I), np.int32(O), *scalars), dims=(B, I, O))
+
+
+# -- the eager launchers: validate and launch at once (what tests and one-off calls use) -----------------
+
+gather_rows = _eager(prepare_gather_rows)
+bias_sigmoid = _eager(prepare_bias_sigmoid)
+gemm_bias_sigmoid = _eager(prepare_gemm_bias_sigmoid)
+gemm_sigmoid_delta = _eager(prepare_gemm_sigmoid_delta)
+sigmoid_delta = _eager(prepare_sigmoid_delta)
+output_delta = _eager(prepare_output_delta)
+weight_grad = _eager(prepare_weight_grad)
+weight_grad_sgd = _eager(prepare_weight_grad_sgd)

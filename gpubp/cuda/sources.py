@@ -127,14 +127,19 @@ def compile_options(defines: tuple[tuple[str, int], ...] = ()) -> tuple[str, ...
 class KernelSet:
     """The kernels of every family, compiled lazily (one family at a time, once) by ``load(family, options)``."""
 
+    #: what a NULL pointer argument is on this device (None for the emulator; cupy: an 8-byte 0)
+    NULL = None
+
     def __init__(self, device: str, load: Callable[[str, tuple[str, ...]], object],
-                 defines: tuple[tuple[str, int], ...] = ()):
+                 defines: tuple[tuple[str, int], ...] = (), null=None):
         self.device = device
+        self.NULL = null
         self.defines = dict(defines)
         self._options = compile_options(defines)
         self._load = load
         self._modules: dict[str, object] = {}
         self._functions: dict[str, Callable] = {}
+        self._raw: dict[str, Callable] = {}
         self._lock = threading.Lock()
 
     def __repr__(self):
@@ -154,6 +159,16 @@ class KernelSet:
         f = self._functions.get(name)
         if f is None:
             f = self._functions[name] = self.module(family_of(name)).get_function(name)
+        return f
+
+    def raw_function(self, name: str) -> Callable:
+        """The kernel ``name`` as the device's own callable ``f(grid, block, args, shared_mem=0)``, which
+        takes ``NULL`` (not ``None``) for a NULL pointer: what a prepared launch calls."""
+        f = self._raw.get(name)
+        if f is None:
+            mod = self.module(family_of(name))
+            raw = getattr(mod, "get_raw_function", mod.get_function)
+            f = self._raw[name] = raw(name)
         return f
 
     def param(self, family: str, name: str) -> int:
@@ -188,6 +203,9 @@ class _CupyModule:
     def __init__(self, raw_module):
         self.raw_module = raw_module
 
+    def get_raw_function(self, name):
+        return self.raw_module.get_function(name)
+
     def get_function(self, name):
         raw = self.raw_module.get_function(name)
 
@@ -205,7 +223,7 @@ def _cupy(defines: tuple[tuple[str, int], ...]) -> KernelSet:
     def load(family, options):
         return _CupyModule(cupy.RawModule(code=source(family), options=CUPY_OPTIONS + options))
 
-    return KernelSet("cupy", load, defines)
+    return KernelSet("cupy", load, defines, null=_CupyModule.NULL)
 
 
 def cupy_kernels(defines: Mapping[str, int] | None = None) -> KernelSet:
