@@ -68,28 +68,7 @@ static_assert(ROW_THREADS * ROWS_PER_BLOCK * sizeof(double) <= 48 * 1024,
               "the fast output_delta's partial sums must fit CUDA's 48 KiB of static shared memory per block");
 static_assert(EPT >= 1 && EPT <= 64, "EPT (elements per thread) must be in 1 .. 64");
 
-// log for each T, spelled out so that no overload resolution is left to the compiler.
-__device__ inline float log_t(float x) { return logf(x); }
-__device__ inline double log_t(double x) { return log(x); }
-// max(x, lo) that keeps a NaN x: fmax(NaN, lo) is lo, which would turn a NaN activation into a
-// finite loss and hide a diverged training run (the comparison is false for NaN, so x is returned).
-template <typename T> __device__ inline T at_least(T x, T lo) { return x < lo ? lo : x; }
-
-template <typename T> __device__ inline T ce_eps();
-template <> __device__ inline float ce_eps<float>() { return 1e-7f; }
-template <> __device__ inline double ce_eps<double>() { return 1e-12; }
-
-// The two costs, one element at a time: the delta and the loss term.
-struct Mse {
-    template <typename T> __device__ static T delta(T a, T y) { return (a - y) * a * (T(1) - a); }
-    template <typename T> __device__ static T loss(T a, T y) { return T(0.5) * (a - y) * (a - y); }
-};
-struct CrossEntropy {
-    template <typename T> __device__ static T delta(T a, T y) { return a - y; }
-    template <typename T> __device__ static T loss(T a, T y) {
-        return -(y * log_t(at_least(a, ce_eps<T>())) + (T(1) - y) * log_t(at_least(T(1) - a, ce_eps<T>())));
-    }
-};
+#include "costs.cuh"      // Mse, CrossEntropy: each element's delta and loss term
 
 // ---------------------------------------------------------------------------
 // sigmoid_delta, naive: one thread per element.

@@ -40,16 +40,7 @@
 #endif
 static_assert(EPT >= 1 && EPT <= 64, "EPT (elements per thread) must be in 1 .. 64");
 
-// exp for each T, spelled out so that no overload resolution is left to the compiler.
-__device__ inline float exp_t(float x) { return expf(x); }
-__device__ inline double exp_t(double x) { return exp(x); }
-
-// σ(x) without overflow: e = exp(−|x|) never exceeds 1.
-template <typename T>
-__device__ inline T sigmoid(T x) {
-    T e = exp_t(x >= T(0) ? -x : x);
-    return x >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
-}
+#include "sigmoid.cuh"    // exp_t, sigmoid
 
 // ---------------------------------------------------------------------------
 // naive: one thread per element of z.

@@ -62,16 +62,7 @@ constexpr int REGS_F32 = 64, REGS_F64 = 80;
 constexpr int MIN_BLOCKS_F32 = 65536 / (THREADS * REGS_F32) > 0 ? 65536 / (THREADS * REGS_F32) : 1;
 constexpr int MIN_BLOCKS_F64 = 65536 / (THREADS * REGS_F64) > 0 ? 65536 / (THREADS * REGS_F64) : 1;
 
-// exp for each T, spelled out so that no overload resolution is left to the compiler.
-__device__ inline float exp_t(float x) { return expf(x); }
-__device__ inline double exp_t(double x) { return exp(x); }
-
-// σ(x) without overflow: e = exp(−|x|) never exceeds 1 (the formula of forward.cu).
-template <typename T>
-__device__ inline T sigmoid(T x) {
-    T e = exp_t(x >= T(0) ? -x : x);
-    return x >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
-}
+#include "sigmoid.cuh"    // exp_t, sigmoid (forward.cu's formula)
 
 // ---------------------------------------------------------------------------
 // naive: one thread per a[r, o].

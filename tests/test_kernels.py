@@ -301,3 +301,45 @@ def test_launch_bounds_follow_the_tile():
     assert "minnctapersm" not in compiled.log and "ignored" not in compiled.log
     r = compiled.resources["weight_grad_f32"]
     assert r.registers <= 64 and r.spill_stores == r.spill_loads == 0
+
+
+# -- headers: kernels/*.cuh, inlined by the loader ---------------------------------------------------
+
+def test_headers_are_inlined_once_and_defined_once():
+    """σ and the costs live in one header each; every compiler gets the family's text with the headers
+    in it (no #include left), so NVRTC, CuPy's cache key and the emulator all see the same source."""
+    import re
+    headers = sorted(p.name for p in kernels.kernel_dir().glob("*.cuh"))
+    assert headers == ["costs.cuh", "sigmoid.cuh"]
+    for fam in kernels.families():
+        text = kernels.source(fam)
+        assert not re.search(r'^\s*#\s*include\s+"', text, re.M), fam
+    assert kernels.source("forward").count("__device__ inline T sigmoid(T x)") == 1
+    assert kernels.source("forward_gemm").count("__device__ inline T sigmoid(T x)") == 1
+    assert kernels.source("delta").count("struct CrossEntropy") == 1
+    for p in kernels.kernel_dir().glob("*.cu"):             # no second copy in any .cu file
+        raw = p.read_text()
+        assert "inline T sigmoid(T x)" not in raw and "struct CrossEntropy" not in raw, p.name
+
+
+def test_a_header_included_twice_is_inlined_once_and_a_missing_one_is_named(tmp_path, monkeypatch):
+    (tmp_path / "a.cuh").write_text("#ifndef A\n#define A\nint a;\n#endif\n")
+    (tmp_path / "b.cuh").write_text('#include "a.cuh"\nint b;\n')
+    monkeypatch.setattr(kernels, "kernel_dir", lambda: tmp_path)
+    text = kernels._inlined('#include "a.cuh"\n#include "b.cuh"\nint c;\n', "x.cu", set())
+    assert text.count("int a;") == 1 and "int b;" in text and "#include" not in text
+    with pytest.raises(ValueError, match=r"x.cu includes 'nope.cuh', which is not in"):
+        kernels._inlined('#include "nope.cuh"\n', "x.cu", set())
+
+
+def test_the_cu_files_compile_with_nvcc_and_the_kernels_folder_on_the_include_path(tmp_path):
+    """What a reader who builds a .cu file by hand does: nvcc -I kernels (skipped without a CUDA toolkit)."""
+    import shutil
+    import subprocess
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("no nvcc on PATH (the CUDA toolkit is not needed by gpubp; NVRTC compiles the inlined text)")
+    for p in sorted(kernels.kernel_dir().glob("*.cu")):
+        out = subprocess.run([nvcc, "-std=c++17", "-arch=sm_75", "--ptx", "-I", str(kernels.kernel_dir()), str(p),
+                              "-o", str(tmp_path / f"{p.stem}.ptx")], capture_output=True, text=True)
+        assert out.returncode == 0, f"{p.name}: {out.stderr[-2000:]}"

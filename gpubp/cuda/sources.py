@@ -63,14 +63,39 @@ def path(family: str) -> Path:
     return p
 
 
+#: ``#include "name.cuh"``: a header of kernels/ that the loader inlines
+_INCLUDE_RE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([\w.-]+\.cuh)"[^\n]*$', re.MULTILINE)
+
+
 @functools.lru_cache(maxsize=None)
 def source(family: str) -> str:
-    """The text of ``kernels/<family>.cu`` (read once per process)."""
-    return path(family).read_text()
+    """The text of ``kernels/<family>.cu`` with each ``#include "name.cuh"`` line replaced by that
+    header's text from the same folder (each header once; read once per process).
+
+    Every compiler of a family gets this text: NVRTC, ``cupy.RawModule`` (whose cache key hashes the
+    source text, so a changed header recompiles every family that includes it) and the emulator;
+    none of them is given an include path, so each compiled source is self-contained.  (The emulator
+    tells ``__syncthreads()`` call sites apart by line: the inlined text keeps every line its own.)
+    ``nvcc -I kernels`` compiles the ``.cu`` files as they are."""
+    return _inlined(path(family).read_text(), f"{family}.cu", set())
+
+
+def _inlined(text: str, where: str, seen: set) -> str:
+    def header(m):
+        name = m.group(1)
+        if name in seen:
+            return f"// {name}: inlined above"
+        seen.add(name)
+        p = kernel_dir() / name
+        if not p.is_file():
+            raise ValueError(f"{where} includes {name!r}, which is not in {kernel_dir()}")
+        body = _inlined(p.read_text(), name, seen).rstrip("\n")
+        return f"// ---- {name}: inlined by gpubp.cuda.sources ----\n{body}\n// ---- end of {name} ----"
+    return _INCLUDE_RE.sub(header, text)
 
 
 _KERNEL_RE = re.compile(r"__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(")
-_DEFAULT_RE = re.compile(r"^#ifndef\s+(\w+)\s*\n#define\s+\1\s+(\S+)", re.MULTILINE)
+_DEFAULT_RE = re.compile(r"^#ifndef[ \t]+(\w+)[ \t]*\n#define[ \t]+\1[ \t]+(\d+)", re.MULTILINE)   # a header guard has no value
 
 
 @functools.lru_cache(maxsize=None)
@@ -183,7 +208,8 @@ class KernelSet:
 def _emulated(defines: tuple[tuple[str, int], ...]) -> KernelSet:
     from . import emulator   # lazily: it needs a C++ compiler, and only the emulated device uses it
 
-    return KernelSet("emulated", lambda family, options: emulator.load_module(path(family), options=options), defines)
+    return KernelSet("emulated", lambda family, options: emulator.load_module(path(family), options=options,
+                                                                              code=source(family)), defines)
 
 
 def emulated_kernels(defines: Mapping[str, int] | None = None) -> KernelSet:

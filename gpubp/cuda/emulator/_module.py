@@ -374,11 +374,13 @@ _loaded: dict[tuple, EmulatedModule] = {}
 _loaded_lock = threading.Lock()
 
 
-def load_module(path, options=(), arch: str | None = None) -> EmulatedModule:
-    """The module for the ``.cu`` file at ``path``, compiled once per process
-    for each (resolved path, file content, options, arch)."""
+def load_module(path, options=(), arch: str | None = None, code: str | None = None) -> EmulatedModule:
+    """The module for the ``.cu`` file at ``path`` (or for ``code``, its text as the loader prepared it:
+    gpubp.cuda.sources inlines the headers), compiled once per process for each (resolved path, text,
+    options, arch)."""
     resolved = Path(path).resolve()
-    code = resolved.read_text()
+    if code is None:
+        code = resolved.read_text()
     key = (str(resolved), code, tuple(options), arch)
     with _loaded_lock:
         if key not in _loaded:
