@@ -71,7 +71,19 @@ def test_dynamic_shared_memory_reverses_segments(smem, rng):
     y = x.copy()
     smem.get_function("reverse_dynamic")(3, 128, (y, np.int32(n)), shared_mem=4 * n)
     np.testing.assert_array_equal(y, x.reshape(3, n)[:, ::-1].ravel())
-    assert set(smem.extern_shared) == {"s", "sd", "sb"}
+    assert set(smem.extern_shared) == {"s", "sd", "sb", "raw"}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_extern_shared_inside_a_function_template(smem, rng, dtype):
+    """GCC calls an extern thread_local's init function unconditionally inside a template (a call to
+    address 0 when none is defined): the build defines it, so templated kernels may use dynamic shared memory."""
+    n = 37
+    x = rng.standard_normal(n).astype(dtype)
+    out = np.full(n, np.nan, dtype)
+    name = "template_dynamic_f32" if dtype == np.float32 else "template_dynamic_f64"
+    smem.get_function(name)(1, 32, (x, out, np.int32(n)), shared_mem=n * np.dtype(dtype).itemsize)
+    np.testing.assert_array_equal(out, 2 * x[::-1])
 
 
 def test_extern_shared_names_share_one_region(smem, rng):

@@ -22,6 +22,20 @@ extern "C" __global__ void dynamic_aliases(const double* x, unsigned char* out, 
     for (int k = threadIdx.x; k < 8 * n; k += blockDim.x) out[k] = sb[k];
 }
 
+// extern __shared__ declared inside a function template (as templated kernels do: fused_step.cu),
+// one instantiation per T: GCC calls the TLS init function of such an extern unconditionally,
+// which the emulator's build defines.  out[k] = 2 x[k] through the dynamic region.
+template <typename T>
+__device__ void twice_through_shared(const T* x, T* out, int n) {
+    extern __shared__ __align__(16) unsigned char raw[];
+    T* s = reinterpret_cast<T*>(raw);
+    for (int k = threadIdx.x; k < n; k += blockDim.x) s[k] = T(2) * x[k];
+    __syncthreads();  // s is written
+    for (int k = threadIdx.x; k < n; k += blockDim.x) out[k] = s[n - 1 - k];
+}
+extern "C" __global__ void template_dynamic_f32(const float* x, float* out, int n) { twice_through_shared(x, out, n); }
+extern "C" __global__ void template_dynamic_f64(const double* x, double* out, int n) { twice_through_shared(x, out, n); }
+
 // 8 KiB of static shared memory beside the dynamic: out[k] = x[k] + 1 through both.
 extern "C" __global__ void static_and_dynamic(const float* x, float* out, int n) {
     __shared__ float fixed[2048];

@@ -40,7 +40,7 @@ import threading
 from pathlib import Path
 
 from .. import archs
-from ._elf import tls_symbols
+from ._elf import tls_init_functions, tls_symbols
 from ._errors import EmulatedCompileError
 from ._source import KernelSignature, parse_kernels
 
@@ -120,10 +120,17 @@ def _run(cmd: list[str], what: str, filename: str) -> str:
     return out.stdout
 
 
-def _dynamic_shared_asm(names, capacity: int) -> str:
+def _dynamic_shared_asm(names, capacity: int, init_functions=()) -> str:
     """Assembly defining the dynamic shared-memory region (``capacity`` bytes of TLS, 16-byte aligned,
-    as CUDA aligns dynamic shared memory) with every ``extern __shared__`` name an alias of it."""
-    lines = ['    .section .tbss,"awT",%nobits', "    .p2align 4"]
+    as CUDA aligns dynamic shared memory) with every ``extern __shared__`` name an alias of it, and the
+    TLS init functions the object calls (``_elf.tls_init_functions``) as functions that return at once."""
+    lines = []
+    if init_functions:
+        lines += ["    .text", "    .p2align 4"]
+        for fn in init_functions:
+            lines += [f"    .globl {fn}", f"    .hidden {fn}", f"    .type {fn}, %function", f"{fn}:", "    ret",
+                      f"    .size {fn}, .-{fn}"]
+    lines += ['    .section .tbss,"awT",%nobits', "    .p2align 4"]
     for name in (DYNAMIC_SHARED, *names):
         lines += [f"    .globl {name}", f"    .hidden {name}", f"    .type {name}, %object",
                   f"    .size {name}, {capacity}"]
@@ -218,7 +225,8 @@ def build(source: str, macros, filename: str, arch: str = archs.DEFAULT_EMULATED
                      "compiling", filename)
                 extern_shared = sorted({s.name for s in tls_symbols(obj) if not s.defined})
                 capacity = target_arch.smem_per_block_optin if extern_shared else 0
-                (work / "dynamic_shared.S").write_text(_dynamic_shared_asm(extern_shared, capacity))
+                (work / "dynamic_shared.S").write_text(_dynamic_shared_asm(extern_shared, capacity,
+                                                                           tls_init_functions(obj)))
                 _run([*cmd, *FLAGS, "-shared", "-o", partial, str(obj), str(_runtime_object(cmd)),
                       str(work / "dynamic_shared.S")], "linking", filename)
                 os.replace(partial, target)

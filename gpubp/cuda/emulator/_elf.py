@@ -30,6 +30,19 @@ class TlsSymbol:
 
 def tls_symbols(path: Path) -> list[TlsSymbol]:
     """Every TLS symbol of the ELF64 little-endian file at ``path`` (x86-64, AArch64)."""
+    return [s for s, tls in _symbols(path) if tls]
+
+
+def tls_init_functions(path: Path) -> list[str]:
+    """The undefined TLS init functions (``_ZTH<name>``) the object at ``path`` calls.  For an ``extern
+    thread_local`` variable (an ``extern __shared__`` array) GCC calls its init function, a weak symbol,
+    only if it is defined, except inside a template, where it calls it unconditionally (a NULL call
+    when nothing defines it): the build defines each as a function that does nothing."""
+    return sorted({s.name for s, tls in _symbols(path) if not tls and not s.defined and s.name.startswith("_ZTH")})
+
+
+def _symbols(path: Path) -> list[tuple[TlsSymbol, bool]]:
+    """(symbol, is TLS) for every symbol of the file's .symtab."""
     data = Path(path).read_bytes()
     if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         raise ValueError(f"{path}: not a 64-bit little-endian ELF file")
@@ -45,8 +58,6 @@ def tls_symbols(path: Path) -> list[TlsSymbol]:
         for k in range(size // entsize):
             st_name, st_info, _other, st_shndx, st_value, st_size = struct.unpack_from("<IBBHQQ", data,
                                                                                      offset + k * entsize)
-            if st_info & 0xF != STT_TLS:
-                continue
             name = strtab[st_name:strtab.index(b"\0", st_name)].decode()
-            out.append(TlsSymbol(name, st_value, st_size, st_shndx != SHN_UNDEF))
+            out.append((TlsSymbol(name, st_value, st_size, st_shndx != SHN_UNDEF), st_info & 0xF == STT_TLS))
     return out
