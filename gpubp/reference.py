@@ -19,7 +19,7 @@ import numpy as np
 from gpubp.costs import CE_EPS
 
 __all__ = ["CE_EPS", "sigmoid", "gather_rows", "bias_sigmoid", "gemm_bias_sigmoid", "sigmoid_delta",
-           "gemm_sigmoid_delta", "output_delta", "weight_grad", "weight_grad_sgd"]
+           "gemm_sigmoid_delta", "output_delta", "weight_grad", "weight_grad_sgd", "fused_step"]
 
 
 def _f64(x):
@@ -106,3 +106,35 @@ def weight_grad_sgd(a_prev, delta, W, b, vW=None, vb=None, *, scale=1.0, eta, lm
             grad = mu * _f64(v) + grad
             v[...] = grad
         p[...] = _f64(p) - eta * grad
+
+
+def fused_step(kernel, X, Y, idx, W, b, vW, vb, loss, *, B, eta, lmbda=0.0, mu=0.0):
+    """K = ceil(len(idx) / B) SGD steps, the k-th on rows idx[k·B : (k+1)·B] of X and Y (the last batch
+    may be short), as fused_step.cu runs them: for each batch the forward pass, BP1 (the per-sample costs
+    into loss[k·B + r] if ``loss`` is given), BP2 and each layer's weight_grad_sgd with scale 1/B_k, in
+    the kernel's order (δ_{l−1} from the old W_l, then W_l's update).  ``kernel``: "fused_step_mse" or
+    "fused_step_ce"; W, b, vW, vb: lists indexed by layer as ``MLP.W`` (index 0 None; vW, vb None without
+    momentum), updated in place.  a_l and δ_l are rounded to W's dtype, as the kernel stores them."""
+    cost = {"fused_step_mse": "output_delta_mse", "fused_step_ce": "output_delta_ce"}.get(kernel)
+    if cost is None:
+        raise ValueError(f"fused_step: kernel must be 'fused_step_mse' or 'fused_step_ce', got {kernel!r}")
+    L, dtype, total = len(W) - 1, W[1].dtype, len(idx)
+    sizes = [W[1].shape[0]] + [W[l].shape[1] for l in range(1, L + 1)]
+    for k in range(-(-total // B)):
+        rows = np.asarray(idx[k * B:(k + 1) * B], dtype=np.int64)
+        Bk = len(rows)
+        a = [np.empty((Bk, n), dtype) for n in sizes]
+        y = np.empty((Bk, sizes[-1]), dtype)
+        gather_rows(X, Y, rows, a[0], y)
+        for l in range(1, L + 1):
+            gemm_bias_sigmoid(a[l - 1], W[l], b[l], a[l])
+        delta = [None] + [np.empty((Bk, n), dtype) for n in sizes[1:]]
+        costs = np.empty(Bk, dtype)
+        output_delta(cost, a[L], y, delta[L], costs)
+        if loss is not None:
+            np.asarray(loss).reshape(-1)[k * B:k * B + Bk] = costs
+        for l in range(L, 0, -1):
+            if l > 1:
+                gemm_sigmoid_delta(delta[l], W[l], a[l - 1], delta[l - 1])
+            weight_grad_sgd(a[l - 1], delta[l], W[l], b[l], vW[l] if vW is not None else None,
+                            vb[l] if vb is not None else None, scale=1.0 / Bk, eta=eta, lmbda=lmbda, mu=mu)

@@ -33,8 +33,7 @@
 #endif
 static_assert(ROWS >= 1 && 32 * ROWS <= 1024, "ROWS (rows per block, a warp each) must be in 1 .. 32");
 
-__device__ inline float quiet_nan(float) { return __int_as_float(0x7fc00000); }
-__device__ inline double quiet_nan(double) { return __longlong_as_double(0x7ff8000000000000LL); }
+#include "quiet_nan.cuh"  // quiet_nan: the rows of a row number outside [0, n)
 
 // ---------------------------------------------------------------------------
 // naive: one thread per output element; element e of row r is x[r, e] for e < I, else y[r, e − I].

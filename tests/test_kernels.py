@@ -143,13 +143,17 @@ def test_launchers_reject_bad_input(dev):
 
 
 def test_kernel_names_and_families():
-    assert kernels.families() == ("backward_gemm", "delta", "forward", "forward_gemm", "gather", "weight_grad")
+    assert kernels.families() == ("backward_gemm", "delta", "forward", "forward_gemm", "fused_step", "gather",
+                                  "weight_grad")
     names = {k for f in kernels.families() for k in kernels.kernel_names(f)}
     for base in ("gather_rows", "bias_sigmoid", "gemm_bias_sigmoid", "sigmoid_delta", "gemm_sigmoid_delta",
                  "output_delta_mse", "output_delta_ce", "weight_grad", "weight_grad_sgd"):
         for dt in ("f32", "f64"):
             assert {f"{base}_{dt}", f"{base}_naive_{dt}"} <= names
-    assert len(names) == 36
+    # the fused step's unfused twin is the per-kernel step itself (the kernels above)
+    assert set(kernels.kernel_names("fused_step")) == {f"fused_step_{c}_{dt}" for c in ("mse", "ce")
+                                                       for dt in ("f32", "f64")}
+    assert len(names) == 40
     assert kernels.family_of("weight_grad_sgd_naive_f64") == "weight_grad"
     with pytest.raises(ValueError, match=r"no kernel named 'weight_grad_f16'"):
         kernels.family_of("weight_grad_f16")
@@ -310,7 +314,7 @@ def test_headers_are_inlined_once_and_defined_once():
     in it (no #include left), so NVRTC, CuPy's cache key and the emulator all see the same source."""
     import re
     headers = sorted(p.name for p in kernels.kernel_dir().glob("*.cuh"))
-    assert headers == ["costs.cuh", "sigmoid.cuh"]
+    assert headers == ["costs.cuh", "quiet_nan.cuh", "sigmoid.cuh"]
     for fam in kernels.families():
         text = kernels.source(fam)
         assert not re.search(r'^\s*#\s*include\s+"', text, re.M), fam

@@ -241,6 +241,47 @@ def weight_grad_sgd(dev: Device, dtype, naive: bool, momentum: bool) -> int:
     return len(WG_SHAPES)
 
 
+# (sizes, B, rows of the launch) of the fused step: one to four layers, widths 1 and about the block's
+# 256 threads (B·n_l and n_{l−1}·n_l on both sides of 256), batch 1, short last batches, K = 1 … 5.
+FUSED_SHAPES = [
+    ([1, 1], 1, 1), ([1, 1], 1, 3), ([7, 5, 3], 4, 10), ([6, 1, 4, 2], 3, 3), ([13, 17, 9, 5], 5, 12),
+    ([3, 2, 4, 2, 3], 2, 5), ([33, 7], 16, 40), ([9, 100, 7], 7, 7), ([16, 16, 1], 16, 16),
+    ([17, 15, 2], 17, 18), ([255, 1, 1], 1, 2), ([1, 256, 1], 1, 1), ([2, 257, 3], 1, 2),
+    ([64, 4, 4], 64, 64), ([65, 4, 4], 65, 130), ([5, 51, 5], 5, 9), ([40, 30, 10], 10, 25),
+    ([100, 30, 10], 10, 50), ([4, 8, 16, 32, 2], 3, 7), ([32, 16, 8, 4, 1], 9, 9), ([12, 12, 12], 1, 5),
+]
+
+
+def fused_step(dev: Device, dtype, naive: bool, kernel: str) -> int:
+    """K fused steps (momentum and decay) against reference.fused_step; 'naive' reads the weights from
+    global memory (keep_weights=False), 'fast' keeps them in shared memory where they fit (the default)."""
+    rng = np.random.default_rng(13)
+    for sizes, B, total in FUSED_SHAPES:
+        n = total + 3
+        X, Y = rng.normal(size=(n, sizes[0])).astype(dtype), rng.uniform(size=(n, sizes[-1])).astype(dtype)
+        # W, b, vW, vb; W ~ N(0, 1/n_{l-1}) keeps σ off saturation (where the clamped cross-entropy's ln ε
+        # turns a last-bit difference of a into a large one of the cost)
+        layers = [[None] + [rng.normal(0.0, scale / (np.sqrt(sizes[l - 1]) if shape else 1.0),
+                                       (sizes[l - 1], sizes[l]) if shape else sizes[l]).astype(dtype)
+                            for l in range(1, len(sizes))]
+                  for shape, scale in ((True, 1.0), (False, 0.5), (True, 0.1), (False, 0.1))]
+        idx = rng.integers(0, n, total).astype(np.int64)
+        steps = -(-total // B)
+        expected = [[None] + [x.astype(np.float64) for x in layer[1:]] for layer in layers]
+        want_loss = np.zeros(steps * B)
+        hyper = dict(eta=0.05, lmbda=1e-3, mu=0.9)          # small steps: K chained steps stay off saturation
+        reference.fused_step(kernel, X, Y, idx, *expected, want_loss, B=B, **hyper)
+        params = [[None] + [dev.put(x) for x in layer[1:]] for layer in layers]
+        loss = dev.put(np.zeros(steps * B, dtype))
+        launchers.fused_step(dev.ks, kernel, dev.put(X), dev.put(Y), dev.put(idx), *params, loss, B=B,
+                             keep_weights=False if naive else None, **hyper)
+        for name, got, want in zip(("W", "b", "vW", "vb"), params, expected):
+            for l in range(1, len(sizes)):
+                assert_close(got[l], want[l], dtype, what=f"{kernel} {name}{l} {sizes} B={B} rows={total}")
+        assert_close(loss, want_loss, dtype, what=f"{kernel} costs {sizes} B={B} rows={total}")
+    return len(FUSED_SHAPES)
+
+
 #: (check name, function, extra arguments): one entry per kernel of every family (each run naive
 #: and fast, f32 and f64); the variants of output_delta and weight_grad_sgd are their own entries
 CHECKS = [
@@ -253,6 +294,7 @@ CHECKS = [
     ("weight_grad", weight_grad, {}),
     ("weight_grad_sgd", weight_grad_sgd, {"momentum": False}),
     ("weight_grad_sgd momentum+decay", weight_grad_sgd, {"momentum": True}),
+    *[(kernel, fused_step, {"kernel": kernel}) for kernel in ("fused_step_mse", "fused_step_ce")],
 ]
 
 

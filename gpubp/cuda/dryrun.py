@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import sources
+from . import archs, sources
 from .backend import KernelBackend
 
 
@@ -55,10 +55,11 @@ class _RecordingModule:
         return kernel
 
 
-def recording_kernels(log: list, defines=None) -> sources.KernelSet:
-    """A KernelSet whose kernels launch nothing and append their call to ``log``."""
+def recording_kernels(log: list, defines=None, arch: str = archs.DEFAULT_EMULATED) -> sources.KernelSet:
+    """A KernelSet whose kernels launch nothing and append their call to ``log``, for a device of ``arch``
+    (its per-block shared-memory ceiling decides what a launch may take)."""
     return sources.KernelSet("dry-run", lambda family, options: _RecordingModule(log),
-                             sources.normalize_defines(defines))
+                             sources.normalize_defines(defines), arch=arch)
 
 
 class _NoOpArrays:
@@ -101,8 +102,8 @@ class DryRunBackend(KernelBackend):
     #: its GEMMs stand for cuBLAS's: gpubp sets no BLAS threads for them (gpubp.blas)
     host_blas = False
 
-    def __init__(self, log, defines=None, **options):
-        super().__init__("dry-run", np, recording_kernels(log, defines), **options)
+    def __init__(self, log, defines=None, arch=archs.DEFAULT_EMULATED, **options):
+        super().__init__("dry-run", np, recording_kernels(log, defines, arch), **options)
         self.log = log
 
     def empty(self, shape, dtype):
@@ -120,8 +121,9 @@ class DryRunBackend(KernelBackend):
             self.xp = real
 
 
-def dry_run_backend(log: list, **options) -> DryRunBackend:
-    """A dry-run kernel backend with the kernel backends' options (gemm, fused_update, …, defines)."""
+def dry_run_backend(log: list, arch: str = archs.DEFAULT_EMULATED, **options) -> DryRunBackend:
+    """A dry-run kernel backend for a device of ``arch`` with the kernel backends' options (gemm, fused_update,
+    fused_step, …, defines)."""
     from .backend import check_options
     check_options(dict(options))
-    return DryRunBackend(log, **options)
+    return DryRunBackend(log, arch=arch, **options)

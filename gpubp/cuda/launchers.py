@@ -38,7 +38,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import sources
+from . import archs, sources
 from .sources import KernelSet
 
 #: threads per block of the 1-D kernels (elementwise kernels, the naive row kernels)
@@ -151,7 +151,52 @@ SPECS = {
         "dW = a_prev.T @ delta; W -= eta * dW; b -= eta * delta.sum(0)",
         lambda B, I, O, s: ((B * I + B * O + 2 * I * O + 2 * O) * s, (B * I + 2 * B * O + 6 * I * O + 6 * O) * s,
                             2 * B * I * O + B * O + 2 * I * O + 2 * O), _gemm),
+    # the whole step of the one-layer net [I, O] (the napkin of any net: fused_step_napkin)
+    "fused_step": Spec(
+        "fused_step", ("fused_step_mse", "fused_step_ce"), "one SGD step: gather, forward, BP1, BP2, BP3+4, update",
+        "the per-kernel step (gather_rows, gemm_bias_sigmoid, output_delta, gemm_sigmoid_delta, weight_grad_sgd)",
+        lambda B, I, O, s: fused_step_napkin((B, B, I, O), s), lambda tunables, size: _fused(tunables, size)),
 }
+
+
+#: the layers fused_step.cu takes (its MAX_LAYERS: an argument slot each for W_l, b_l, vW_l, vb_l)
+FUSED_MAX_LAYERS = 4
+#: fused_step.cu's static shared memory (its tables of layer pointers and widths: NVRTC reports 432 B on every
+#: arch) rounded up: what the per-block ceiling must hold beside the dynamic part
+FUSED_STATIC_SMEM = 512
+
+
+def _fused(tunables, size):
+    """One block for the whole step: its occupancy does not matter (one block a launch), only that
+    FUSED_THREADS threads fit with their registers and no register spills (64 a thread at most: at 256
+    threads that is 50 % on sm_80, as the GEMMs' budget)."""
+    b = Budget(tunables["FUSED_THREADS"], 64, FUSED_STATIC_SMEM, 0.5)
+    return b, b
+
+
+def fused_step_smem(sizes, B: int, itemsize: int, keep_weights: bool = False, momentum: bool = False) -> int:
+    """Bytes of dynamic shared memory fused_step.cu takes (its header's formula): a_l and δ_l of the
+    batch, 2·B·(n_1 + … + n_L) elements, and with ``keep_weights`` a copy of every W_l and b_l (and of
+    vW_l, vb_l with momentum)."""
+    acts = 2 * B * sum(sizes[1:])
+    weights = sum((sizes[l - 1] + 1) * sizes[l] for l in range(1, len(sizes))) * (2 if momentum else 1)
+    return (acts + (weights if keep_weights else 0)) * itemsize
+
+
+def fused_step_napkin(dims, itemsize: int) -> tuple:
+    """(bytes the fused launch must move, bytes the per-kernel step moves, FLOPs) of ``dims`` = (B, total,
+    n_0, …, n_L): K = ceil(total / B) steps, each reading its rows of X and Y, and reading and writing every
+    W_l and b_l (the momentum buffers are not counted); FLOPs: forward, BP2, BP3 and the update."""
+    B, total, *sizes = dims
+    K = -(-total // B)
+    params = sum((sizes[l - 1] + 1) * sizes[l] for l in range(1, len(sizes)))
+    macs = sum(sizes[l - 1] * sizes[l] for l in range(1, len(sizes)))
+    back = sum(sizes[l - 1] * sizes[l] for l in range(2, len(sizes)))            # BP2 (layer 1 has no δ_0)
+    flops = K * (2 * B * macs + 2 * B * back + 2 * B * macs + 3 * params)
+    fused = total * (sizes[0] + sizes[-1]) * itemsize + total * 8 + 2 * params * itemsize
+    acts = sum(sizes[1:]) * B
+    per_kernel = fused + K * (6 * acts + 2 * params) * itemsize        # activations and deltas through memory
+    return fused, per_kernel, flops
 
 
 def ceil_div(n: int, d: int) -> int:
@@ -552,3 +597,106 @@ sigmoid_delta = _eager(prepare_sigmoid_delta)
 output_delta = _eager(prepare_output_delta)
 weight_grad = _eager(prepare_weight_grad)
 weight_grad_sgd = _eager(prepare_weight_grad_sgd)
+
+
+# -- fused_step.cu ------------------------------------------------------------------------------
+
+def prepare_fused_step(ks: KernelSet, kernel: str, X, Y, idx, W, b, vW, vb, loss, *, B: int, eta, lmbda=0.0,
+                       mu=0.0, keep_weights: bool | None = None) -> Launch:
+    """K = ceil(len(idx) / B) SGD steps in one launch, the k-th on rows idx[k·B : (k+1)·B] (the last batch
+    may be short): ``kernel`` "fused_step_mse" or "fused_step_ce"; X: n×n_0, Y: n×n_L, idx: int64 row
+    numbers (a number outside [0, n) reads nothing: NaN rows), W, b, vW, vb: lists indexed by layer as
+    ``MLP.W`` (index 0 None; vW, vb None without momentum), updated in place; loss: K·B per-sample costs
+    (entries past a short last batch untouched), or None.  ``keep_weights``: W (and vW) in shared memory
+    for the launch; None chooses it when it fits and the launch runs more than one step.  No output may
+    share memory with another argument."""
+    k = "fused_step"
+    if kernel not in ("fused_step_mse", "fused_step_ce"):
+        raise ValueError(f"{k}: kernel must be 'fused_step_mse' or 'fused_step_ce', got {kernel!r}")
+    L = len(W) - 1
+    if not 1 <= L <= FUSED_MAX_LAYERS:
+        raise ValueError(f"{k}: {L} layers; the fused step takes 1 to {FUSED_MAX_LAYERS} (fused_step.cu's "
+                         f"MAX_LAYERS); use the per-kernel step")
+    momentum = vW is not None
+    for name, lst in (("b", b), ("vW", vW), ("vb", vb)):
+        if lst is not None and len(lst) != L + 1:
+            raise ValueError(f"{k}: {name} has {len(lst) - 1} layers but W has {L}; index both by layer (0 unused)")
+    if momentum != (vb is not None):
+        raise ValueError(f"{k}: vW and vb go together (momentum buffers for weights and biases)")
+    if mu and not momentum:
+        raise ValueError(f"{k}: mu = {mu} needs momentum buffers; pass vW and vb")
+    layer_arrays = {}
+    for l in range(1, L + 1):
+        layer_arrays.update({f"W{l}": W[l], f"b{l}": b[l]})
+        if momentum:
+            layer_arrays.update({f"vW{l}": vW[l], f"vb{l}": vb[l]})
+    dtype = _dtype_of(k, X=X, Y=Y, loss=loss, **layer_arrays)
+    n, n0 = _check_2d(k, "X", X, "(n, n_0)")
+    n_Y, nL = _check_2d(k, "Y", Y, "(n, n_L)")
+    if n_Y != n:
+        raise ValueError(f"{k}: Y has {n_Y} rows but X has {n}; X and Y must hold the same samples")
+    sizes = [n0]
+    for l in range(1, L + 1):
+        rows_W, O = _check_2d(k, f"W{l}", W[l], "(n_{l-1}, n_l)")
+        if rows_W != sizes[-1]:
+            raise ValueError(f"{k}: W{l} has {rows_W} rows but layer {l - 1} has {sizes[-1]} units "
+                             f"({'X' if l == 1 else f'W{l - 1}'}'s columns)")
+        sizes.append(O)
+        _check_shape(k, f"b{l}", b[l], (O,), f"one bias per column of W{l}")
+        if momentum:
+            _check_shape(k, f"vW{l}", vW[l], (rows_W, O), f"W{l}'s shape")
+            _check_shape(k, f"vb{l}", vb[l], (O,), f"b{l}'s shape")
+    if sizes[-1] != nL:
+        raise ValueError(f"{k}: Y has {nL} columns but the output layer has {sizes[-1]} units")
+    if not all(hasattr(idx, attr) for attr in ("dtype", "shape", "flags")) or np.dtype(idx.dtype) != np.int64 \
+            or len(idx.shape) != 1 or not idx.flags.c_contiguous or idx.shape[0] == 0:
+        raise TypeError(f"{k}: idx must be a non-empty C-contiguous 1-D int64 array of row numbers, got "
+                        f"{type(idx).__name__} {getattr(idx, 'dtype', '')} {getattr(idx, 'shape', '')}")
+    if isinstance(B, bool) or not isinstance(B, numbers.Integral) or B < 1:
+        raise ValueError(f"{k}: B (rows a step) must be a positive int, got {B!r}")
+    total = int(idx.shape[0])
+    steps = ceil_div(total, int(B))
+    if loss is not None and loss.size != steps * B:
+        raise ValueError(f"{k}: loss has {loss.size} elements but {steps} steps of {B} rows write {steps * B} "
+                         f"(a row of B costs a step)")
+    outputs = tuple(layer_arrays) + ("loss",)
+    _check_aliasing(k, outputs, {}, X=X, Y=Y, idx=idx, loss=loss, **layer_arrays)
+    _check_sizes(k, 0, **{"n*n_0": n * n0, "n*n_L": n * nL, "total": total},
+                 **{f"B*n_{l}": B * sizes[l] for l in range(1, L + 1)},
+                 **{f"n_{l - 1}*n_{l}": sizes[l - 1] * sizes[l] for l in range(1, L + 1)})
+    itemsize = dtype.itemsize
+    limit = ks.smem_per_block_optin - FUSED_STATIC_SMEM
+    need = fused_step_smem(sizes, B, itemsize)
+    if need > limit:
+        raise ValueError(f"{k}: a batch of {B} rows of {sizes} needs {need} B of shared memory for its "
+                         f"activations and deltas (2·B·(n_1 + … + n_L) elements), more than the {limit} B a block "
+                         f"has on this device ({ks.arch}); use the per-kernel step or a smaller batch")
+    with_weights = fused_step_smem(sizes, B, itemsize, keep_weights=True, momentum=momentum)
+    if keep_weights is None:          # a copy in and out pays when several steps read it
+        keep_weights = with_weights <= limit and steps > 1
+    elif keep_weights and with_weights > limit:
+        raise ValueError(f"{k}: keeping the weights{' and momentum' if momentum else ''} of {sizes} in shared "
+                         f"memory takes {with_weights} B, more than the {limit} B a block has on this device "
+                         f"({ks.arch})")
+    smem = with_weights if keep_weights else need
+    scalars = tuple(_scalar(k, name, v, dtype) for name, v in (("eta", eta), ("lmbda", lmbda), ("mu", mu)))
+    name = f"{kernel}_{_SUFFIX[dtype]}"
+    fn = ks.raw_function(name)
+    if FUSED_STATIC_SMEM + smem > archs.SMEM_PER_BLOCK_DEFAULT and \
+            getattr(fn, "max_dynamic_shared_size_bytes", 0) < smem:
+        fn.max_dynamic_shared_size_bytes = smem          # CUDA's opt-in above 48 KiB (cuFuncSetAttribute)
+    null = ks.NULL
+    per_layer = []
+    for l in range(1, FUSED_MAX_LAYERS + 1):
+        if l <= L:
+            per_layer += [W[l], b[l], vW[l] if momentum else null, vb[l] if momentum else null]
+        else:
+            per_layer += [null] * 4
+    widths = [np.int32(sizes[l]) if l <= L else np.int32(0) for l in range(FUSED_MAX_LAYERS + 1)]
+    args = (X, Y, idx, null if loss is None else loss, np.int32(n), np.int32(total), np.int32(B), np.int32(L),
+            *widths, *per_layer, *scalars, np.int32(1 if keep_weights else 0))
+    return Launch(name, fn, (1,), (ks.param("fused_step", "FUSED_THREADS"),), args, smem, "fused_step",
+                  (int(B), total, *sizes))
+
+
+fused_step = _eager(prepare_fused_step)

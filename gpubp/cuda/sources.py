@@ -32,6 +32,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ..device import DeviceUnavailable, require_cupy
+from . import archs
 
 __all__ = ["DeviceUnavailable", "KernelSet", "kernel_dir", "families", "path", "source", "kernel_names",
            "defaults", "family_of", "normalize_defines", "compile_options", "emulated_kernels", "cupy_kernels",
@@ -156,9 +157,12 @@ class KernelSet:
     NULL = None
 
     def __init__(self, device: str, load: Callable[[str, tuple[str, ...]], object],
-                 defines: tuple[tuple[str, int], ...] = (), null=None):
+                 defines: tuple[tuple[str, int], ...] = (), null=None, arch: str = archs.DEFAULT_EMULATED,
+                 smem_per_block_optin: Callable[[], int] | None = None):
         self.device = device
         self.NULL = null
+        self.arch = arch                 # the architecture the kernels run as (the emulator's target; the GPU's)
+        self._smem_optin = smem_per_block_optin
         self.defines = dict(defines)
         self._options = compile_options(defines)
         self._load = load
@@ -185,6 +189,14 @@ class KernelSet:
         if f is None:
             f = self._functions[name] = self.module(family_of(name)).get_function(name)
         return f
+
+    @functools.cached_property
+    def smem_per_block_optin(self) -> int:
+        """The most shared memory one block may have, static + dynamic, after raising the kernel's
+        max_dynamic_shared_size_bytes: the device's own figure on a GPU, the arch table's otherwise."""
+        if self._smem_optin is not None:
+            return int(self._smem_optin())
+        return archs.get(self.arch).smem_per_block_optin
 
     def raw_function(self, name: str) -> Callable:
         """The kernel ``name`` as the device's own callable ``f(grid, block, args, shared_mem=0)``, which
@@ -249,7 +261,12 @@ def _cupy(defines: tuple[tuple[str, int], ...]) -> KernelSet:
     def load(family, options):
         return _CupyModule(cupy.RawModule(code=source(family), options=CUPY_OPTIONS + options))
 
-    return KernelSet("cupy", load, defines, null=_CupyModule.NULL)
+    dev = cupy.cuda.Device()
+    rt = cupy.cuda.runtime
+    # cudaDevAttrMaxSharedMemoryPerBlockOptin (97 in CUDA's driver_types.h, where CuPy has no name for it)
+    optin = getattr(rt, "cudaDevAttrMaxSharedMemoryPerBlockOptin", 97)
+    return KernelSet("cupy", load, defines, null=_CupyModule.NULL, arch=f"sm_{dev.compute_capability}",
+                     smem_per_block_optin=lambda: rt.deviceGetAttribute(optin, dev.id))
 
 
 def cupy_kernels(defines: Mapping[str, int] | None = None) -> KernelSet:
