@@ -135,6 +135,7 @@ class MLP:
         self.parallel_reason = None                     # how the last data-parallel fit summed its gradients
         self._workspaces = {}
         self._step_plans = {}                           # step()'s prepared steps, per (B, η, λ, μ)
+        self._fused_for = {}                            # (B, momentum?) -> whether a step is the fused kernel
 
     # -- introspection ------------------------------------------------------
     @property
@@ -254,11 +255,41 @@ class MLP:
             if plan is None or not plan.bound_to(params):
                 if len(self._step_plans) >= 16:         # a learning-rate schedule makes a key per value
                     self._step_plans.clear()
-                self._step_plans[key] = bk.record(lambda: self._train_step(ws, *hyper, ws.loss), {"x": X}, params)
+                if self._fused(ws.B, hyper[2]):         # one kernel: X's rows 0 … B−1 (ws.rows), ws.y's targets
+                    def run():
+                        self._fused_steps(X, ws.y, ws.rows, ws.loss, ws.B, hyper)
+                else:
+                    def run():
+                        self._train_step(ws, *hyper, ws.loss)
+                self._step_plans[key] = bk.record(run, {"x": X}, params)
             else:
                 plan({"x": X})
         finally:
             ws.a[0] = own_x
+
+    def _fused(self, B, mu) -> bool:
+        """Whether a training step of B rows runs as the fused kernel (kernels/fused_step.cu) on this backend,
+        decided once per (B, momentum) by the backend's fused_step option; backend_reason says which step
+        runs and why."""
+        key = (B, bool(mu))
+        got = self._fused_for.get(key)
+        if got is None:
+            choose = getattr(self.backend, "fused_choice", None)
+            if choose is None:                          # the numpy backend: its own ops, no kernels
+                got = self._fused_for[key] = False
+            else:
+                got, why = choose(self.sizes, B, self.dtype, bool(mu))
+                self._fused_for[key] = got
+                self.backend_reason = f"{self.backend_reason.split('; training step: ')[0]}; training step: {why}"
+        return got
+
+    def _fused_steps(self, X, Y, idx, loss, B, hyper) -> None:
+        """ceil(len(idx) / B) SGD steps on rows idx of (X, Y) in one launch of the fused kernel; the per-sample
+        costs into ``loss`` (a row of B a step)."""
+        eta, lmbda, mu = hyper
+        vW, vb = (self.vW, self.vb) if mu else (None, None)
+        self.backend.fused_steps(self.cost, X, Y, idx, self.W, self.b, vW, vb, loss, B=B, eta=eta, lmbda=lmbda,
+                                 mu=mu)
 
     def _params(self) -> tuple:
         """The parameter arrays a prepared step is bound to: W, b and the momentum buffers."""
@@ -437,7 +468,7 @@ class MLP:
         finally:
             self.backend.release_steps()           # captured graphs hold this fit's data arrays
             bar.close()
-        self._warn_if_saturated(step.ws, step.eta)
+        self._warn_if_saturated(step.final_ws(), step.eta)
         return hist
 
     def _fit_epochs(self, step, epochs, B, steps, shuffle, test, callback, bar, hist):
@@ -452,19 +483,25 @@ class MLP:
         losses = bk.zeros((steps, width), self.dtype)     # each step's costs (a short last batch leaves zeros)
         last = n - (steps - 1) * B                        # the last batch of an epoch may be short
         every = step.check_every
+        K = step.steps_per_launch(B, steps)               # > 1: K steps in one launch of the fused step
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
             try:
                 order = step.order(self.rng.permutation(n) if shuffle else np.arange(n))   # rank 0's, in parallel
                 read, total = 0, 0.0                      # steps whose cost has been read, and their summed cost
                 next_check = t0 + self.CHECK_EVERY
-                for k in range(steps):
-                    step(order[k * B:(k + 1) * B], loss_row=losses[k] if k < steps - 1 or width == 1 else
-                         losses[k, :last])
-                    draw = bar.tick()
-                    if (draw or time.perf_counter() >= next_check) if every is None else (k + 1) % every == 0:
-                        total += self._read_losses(losses, read, k + 1, epoch, steps, step.eta)
-                        read, next_check = k + 1, time.perf_counter() + self.CHECK_EVERY
+                for k0 in range(0, steps, K):
+                    k = min(steps, k0 + K)                # steps k0 … k−1, then k steps are done
+                    if K == 1:
+                        step(order[k0 * B:k * B], loss_row=losses[k0] if k < steps or width == 1 else
+                             losses[k0, :last])
+                        draw = bar.tick()
+                    else:                                 # each step's costs into its row of losses
+                        step.many(order[k0 * B:k * B], losses[k0:k])
+                        draw = any([bar.tick() for _ in range(k - k0)])
+                    if (draw or time.perf_counter() >= next_check) if every is None else k % every == 0:
+                        total += self._read_losses(losses, read, k, epoch, steps, step.eta)
+                        read, next_check = k, time.perf_counter() + self.CHECK_EVERY
                     if draw and read:
                         bar.draw(f"epoch {epoch}/{epochs} loss {total / min(n, read * B):.4f}")
                 total += self._read_losses(losses, read, steps, epoch, steps, step.eta)
@@ -622,6 +659,7 @@ class Stepper:
         return B
 
     def __init__(self, model, X, Y, eta, lmbda, mu, with_loss=True):
+        self._last = None               # (rows, fused?) of the last step: final_ws replays its batch's forward pass
         n_in, n_out, dtype, xp = model.sizes[0], model.sizes[-1], model.dtype, model.backend.xp
         for name, arr, width in (("X", X, n_in), ("Y", Y, n_out)):
             if not isinstance(arr, xp.ndarray) or arr.dtype != dtype or arr.ndim != 2 or arr.shape[1] != width \
@@ -720,7 +758,11 @@ class Stepper:
         graph = getattr(bk, "cuda_graph", False)       # a captured graph bakes in its arrays: no cost-row slot
         plans = self._plans
 
+        fused = model._fused(B, self.mu)
+
         def gather_and_step(idx, loss):
+            if fused:                                                 # the whole step in one kernel
+                return model._fused_steps(X, Y, idx, loss, B, hyper)
             bk.gather_rows(X, Y, idx, ws.a[0], ws.y)                  # x = X[idx], y = Y[idx]
             model._train_step(ws, *hyper, loss)
 
@@ -743,7 +785,7 @@ class Stepper:
             prepares = bk.prepares
 
             def step(idx, loss_out, loss_row):
-                self.ws = ws
+                self.ws, self._last = ws, (idx, fused)
                 plan = plans.get(kinds[loss_row is not None]) if prepares else None
                 if plan is not None and plan.bound_to(model._params()):    # the replay: what most steps are
                     plan({"idx": idx, "loss": loss_row})
@@ -764,6 +806,53 @@ class Stepper:
             if loss_out is not None and (with_loss or loss_row is not None):
                 mean(loss_row if loss_row is not None else ws.loss, out=loss_out)
         return graph_step
+
+    # -- K steps in one launch (the fused step) -----------------------------------------------------------
+    def steps_per_launch(self, B: int, steps: int) -> int:
+        """How many steps of B rows fit runs in one launch: K > 1 where the fused step runs (the backend option
+        steps_per_launch, else STEPS_PER_LAUNCH, at most an epoch's steps), else 1."""
+        if steps < 2 or not self.model._fused(B, self.mu):
+            return 1
+        from .cuda.backend import STEPS_PER_LAUNCH
+        return max(1, min(steps, self.model.backend.steps_per_launch or STEPS_PER_LAUNCH))
+
+    def many(self, idx, loss_rows) -> None:
+        """ceil(len(idx) / B) steps in one launch of the fused step, the k-th on rows idx[k·B : (k+1)·B] (the
+        last may be short); ``loss_rows`` (K × B, C-contiguous: fit's rows of its loss buffer) receives each
+        step's per-sample costs.  Checked as a step's idx is; recorded once per (B, len(idx)) and replayed."""
+        self._checked(idx, None)
+        if type(loss_rows) is not self._ndarray or loss_rows.ndim != 2 or loss_rows.dtype != self.model.dtype \
+                or not loss_rows.flags.c_contiguous or loss_rows.shape[0] != -(-idx.shape[0] // loss_rows.shape[1]):
+            raise InputError(f"stepper.many: loss_rows must be a C-contiguous {self.model.dtype} array of one row "
+                             f"of B costs per step (ceil(len(idx) / B) rows), got {type(loss_rows).__name__} "
+                             f"{getattr(loss_rows, 'dtype', '')} {getattr(loss_rows, 'shape', '')}")
+        model, B = self.model, loss_rows.shape[1]
+        if not model._fused(B, self.mu):
+            raise InputError(f"stepper.many: batches of {B} do not run as the fused step here "
+                             f"({model.backend_reason}); call the stepper once a step")
+        hyper, bk = (self.eta, self.lmbda, self.mu), model.backend
+        self._last = (idx[(loss_rows.shape[0] - 1) * B:], True)           # the launch's last batch
+        key, params = ("many", B, idx.shape[0]), model._params()
+        plan = self._plans.get(key)
+        if plan is not None and plan.bound_to(params):
+            return plan({"idx": idx, "loss": loss_rows})
+        run = (lambda: model._fused_steps(self.X, self.Y, idx, loss_rows, B, hyper))
+        if not bk.prepares:
+            return run()
+        self._plans[key] = bk.record(run, {"idx": idx, "loss": loss_rows}, params)
+
+    def final_ws(self):
+        """The workspace of the last step with its activations (what fit's saturation check reads): as the
+        last step left it, or, after a fused step (which keeps them in shared memory), its batch's forward
+        pass now."""
+        last = getattr(self, "_last", None)
+        if last is None or not last[1]:
+            return self.ws
+        rows, model = last[0], self.model
+        ws = self.ws = model._workspace(rows.shape[0])
+        model.backend.gather_rows(self.X, self.Y, rows, ws.a[0], ws.y)
+        model._feedforward(ws)
+        return ws
 
     # -- what fit asks of a stepper around its steps (a ParallelStepper involves the other ranks) --------
     def failed(self, error, where) -> None:
@@ -798,6 +887,13 @@ class ParallelStepper(Stepper):
     def loss_width(B: int) -> int:
         """One cost a step: the global batch's summed cost, from the all-reduce."""
         return 1
+
+    def steps_per_launch(self, B: int, steps: int) -> int:
+        """One step a launch: every step ends in the ranks' all-reduce."""
+        return 1
+
+    def final_ws(self):
+        return self.ws
 
     def __call__(self, idx, loss_out=None, loss_row=None) -> None:
         self._checked(idx, loss_out)

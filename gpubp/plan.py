@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .cuda import launchers
+from .cuda.backend import STEPS_PER_LAUNCH
 from .cuda.dryrun import dry_run_backend, entries
 from .mlp import MLP
 
@@ -98,29 +99,36 @@ def _data(model, B, seed=0):
 
 @dataclass
 class DryStep:
-    """One step of ``fit`` on a dry-run backend: ``log`` holds what it launched (gpubp.cuda.dryrun)."""
+    """One launch of ``fit`` on a dry-run backend: a step, or K steps where the fused step runs K a launch
+    (``K``); ``log`` holds what it launched (gpubp.cuda.dryrun)."""
     model: MLP
     step: object
     order: object
     losses: object
     B: int
     log: list
+    K: int = 1
 
     def __call__(self, k=0) -> None:
-        B = self.B
-        self.step(self.order[(k % 2) * B:(k % 2 + 1) * B], loss_row=self.losses[k % 2])
+        B, K, j = self.B, self.K, k % 2
+        if K == 1:
+            self.step(self.order[j * B:(j + 1) * B], loss_row=self.losses[j])
+        else:                                          # as fit: K steps' rows, a row of costs each
+            self.step.many(self.order[j * K * B:(j + 1) * K * B], self.losses[j * K:(j + 1) * K])
 
 
-def dry_step(sizes, B, loss="cross_entropy", options=None, dtype=np.float32) -> DryStep:
-    """A model on a dry-run backend, its stepper, and one recorded step (the first, which prepares
-    the launches); ``log`` then holds the launches of a second step, as fit makes them."""
+def dry_step(sizes, B, loss="cross_entropy", options=None, dtype=np.float32, arch="sm_90") -> DryStep:
+    """A model on a dry-run backend for a device of ``arch``, its stepper, and one recorded launch (the first,
+    which prepares it); ``log`` then holds what a second launch launched, as fit makes it."""
     log = []
-    model = MLP(sizes, loss=loss, backend=dry_run_backend(log, **(options or {})), dtype=dtype, seed=0)
-    X, Y = _data(model, B)
+    model = MLP(sizes, loss=loss, backend=dry_run_backend(log, arch=arch, **(options or {})), dtype=dtype, seed=0)
+    K = (model.backend.steps_per_launch or STEPS_PER_LAUNCH) if model._fused(B, False) else 1
+    X, Y = _data(model, K * B)
     step = model.stepper(X, Y, lr=0.1)
-    order = step.order(np.arange(2 * B))
-    losses = model.backend.zeros((2, B), model.dtype)
-    dry = DryStep(model, step, order, losses, B, log)
+    K = step.steps_per_launch(B, K)
+    order = step.order(np.arange(2 * K * B))
+    losses = model.backend.zeros((2 * K, B), model.dtype)
+    dry = DryStep(model, step, order, losses, B, log, K)
     with np.errstate(all="ignore"):                    # no kernel writes: array calls may read scratch garbage
         dry(0)                                         # the step is recorded (prepared) here
     del log[:]
@@ -136,7 +144,8 @@ def int32_call_s() -> float:
 
 def host_cost(dry: DryStep, min_time=0.2, repeat=5) -> float:
     """Seconds of host time one step costs with every kernel and array call a no-op (best of ``repeat``
-    timings of at least ``min_time`` each): gpubp's own Python, no device and no array library."""
+    timings of at least ``min_time`` each): gpubp's own Python, no device and no array library (a launch
+    of K fused steps counts K steps)."""
     return min(host_times(dry, min_time, repeat))
 
 
@@ -169,7 +178,7 @@ def _timed(dry: DryStep, log: list, min_time: float, repeat: int) -> list[float]
             t0 = time.perf_counter()
             for k in range(n):
                 dry(k)
-            times.append((time.perf_counter() - t0) / n)
+            times.append((time.perf_counter() - t0) / (n * dry.K))
             del log[:]
     return times
 
@@ -203,12 +212,14 @@ class Plan:
     dtype: str
     gpu: dict
     launches: list = field(default_factory=list)
-    host_us: float = 0.0        # measured here
+    host_us: float = 0.0        # measured here, a step
     host_units: float = 0.0     # the same in np.int32() calls of this host
     int32_ns: float = 0.0
-    device_us: float = 0.0      # modeled
+    device_us: float = 0.0      # modeled, the launches listed (a step, or K steps of the fused step)
     bound: str = ""
     graph: bool = False
+    step: str = ""              # which training step runs, and why (the model's backend_reason says the same)
+    steps_per_launch: int = 1   # fit's steps a launch (K > 1: the fused step)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -255,7 +266,7 @@ def plan(sizes, B, loss="cross_entropy", options=None, device="h100", dtype=np.f
     """The plan of one training step of ``MLP(sizes)`` on batches of ``B`` (see the module's docstring)."""
     options = dict(options or {})
     gpu = GPUS[device] if device != "current" else current_gpu()
-    dry = dry_step(sizes, B, loss, options, dtype)
+    dry = dry_step(sizes, B, loss, options, dtype, gpu.arch)
     itemsize = np.dtype(dtype).itemsize
     graph = bool(options.get("cuda_graph"))
     floor = FLOOR_US["graph" if graph else "eager"]
@@ -274,7 +285,11 @@ def plan(sizes, B, loss="cross_entropy", options=None, device="h100", dtype=np.f
             p.shared_mem = _static_smem(entry.name, op) + entry.shared_mem
             p.blocks_per_sm = _blocks_per_sm(gpu, threads, p.registers, p.shared_mem)
             spec = launchers.SPECS.get(op.spec) if op is not None else None
-            if spec is not None and op.dims is not None:
+            if op is not None and op.spec == "fused_step":          # dims: (B, rows, n_0, …, n_L)
+                fused_bytes, _unfused, flops = launchers.fused_step_napkin(op.dims, itemsize)
+                p.flops, p.bytes = float(flops), float(fused_bytes)
+                p.note = f"the whole step, one block ({'weights in shared memory' if op.args[-1] else 'weights in global memory'})"
+            elif spec is not None and op.dims is not None:
                 fused_bytes, _unfused, flops = spec.napkin(*op.dims, itemsize)
                 p.flops, p.bytes = float(flops), float(fused_bytes)
         else:
@@ -289,11 +304,13 @@ def plan(sizes, B, loss="cross_entropy", options=None, device="h100", dtype=np.f
         launches.append(p)
     result = Plan(list(sizes), B, loss, options, np.dtype(dtype).name, asdict(gpu), launches, graph=graph)
     result.device_us = sum(p.modeled_us for p in launches)
+    result.step = dry.model.backend_reason.partition("; training step: ")[2]
+    result.steps_per_launch = dry.K                  # the launches above run K steps (K > 1: the fused step)
     if measure:
         unit = int32_call_s()
         result.host_us = host_cost(dry) * 1e6
         result.int32_ns, result.host_units = unit * 1e9, result.host_us * 1e-6 / unit
-    result.bound = "host" if result.host_us > result.device_us else "device"
+    result.bound = "host" if result.host_us > result.device_us / dry.K else "device"
     return result
 
 
@@ -338,16 +355,20 @@ def render(p: Plan) -> str:
                      f"{f'{q.sm_fill:.1%}' if q.sm_fill is not None else '-':>7} {_si(q.flops, ''):>9} "
                      f"{_si(q.bytes, 'B'):>9} {q.modeled_us:>7.2f} µs  {q.bound}")
     kernels = sum(q.kind == "kernel" for q in p.launches)
-    lines += ["", f"per step: {len(p.launches)} launches ({kernels} kernels, {len(p.launches) - kernels} array calls)"
-                  + (", replayed as one CUDA graph" if p.graph else "")]
+    K, n = p.steps_per_launch, len(p.launches)
+    per = "per step" if K == 1 else f"per {K} steps (fit runs them in one launch: steps_per_launch)"
+    lines += ["", f"training step: {p.step}" if p.step else "training step: the numpy backend's own ops",
+              f"{per}: {n} launch{'es' if n != 1 else ''} ({kernels} kernel{'s' if kernels != 1 else ''}, "
+              f"{n - kernels} array calls)" + (", replayed as one CUDA graph" if p.graph else "")]
+    device_step = p.device_us / K
     if p.host_us:
-        lines.append(f"  host (measured here, every launch a no-op): {p.host_us:.1f} µs = {p.host_units:.0f} "
+        lines.append(f"  host (measured here, every launch a no-op): {p.host_us:.2f} µs a step = {p.host_units:.1f} "
                      f"np.int32() calls of this host ({p.int32_ns:.0f} ns each), "
-                     f"{p.host_units / max(1, len(p.launches)):.1f} a launch; CuPy's own cost of each call comes on "
-                     f"top on a GPU (not measured here)")
-    lines.append(f"  device (modeled): {p.device_us:.1f} µs")
+                     f"{p.host_units * K / max(1, n):.1f} a launch; CuPy's own cost of each call comes on top on a "
+                     f"GPU (not measured here)")
+    lines.append(f"  device (modeled): {p.device_us:.1f} µs" + (f" a launch, {device_step:.2f} µs a step" if K > 1 else ""))
     if p.host_us:
-        lines.append(f"  bound by the {p.bound}: a step takes at least {max(p.host_us, p.device_us):.1f} µs "
+        lines.append(f"  bound by the {p.bound}: a step takes at least {max(p.host_us, device_step):.2f} µs "
                      f"(the host's Python and the device run side by side; the slower sets the pace)")
     starved = [q for q in p.launches if q.sm_fill is not None and q.sm_fill < 0.25]
     if starved:

@@ -184,3 +184,152 @@ def test_a_batch_too_large_for_shared_memory_is_refused_naming_the_sum():
                                      None, B=2, eta=0.1, keep_weights=True)
     assert not log                                              # nothing launched
 
+
+# -- the model: fit, step() and the stepper on the fused step ---------------------------------------
+
+from gpubp import MLP, InputError, SaturationWarning, TrainingDiverged      # noqa: E402
+from gpubp import plan as gplan                                               # noqa: E402
+
+#: (sizes, batch, rows): widths 1, 7, 30 and 100, three layers and more, batch 1, a batch that does not divide n
+FIT_CASES = [
+    ([12, 7, 4], 10, 53),
+    ([12, 30, 1], 1, 104),
+    ([20, 100, 7, 3], 9, 100),
+    ([5, 1, 7, 30, 2], 4, 101),
+]
+
+
+def _data(sizes, n, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, sizes[0])), rng.integers(0, max(2, sizes[-1]), n) if sizes[-1] > 1 else \
+        rng.integers(0, 2, n)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sizes, B, n", FIT_CASES, ids=[f"{s}-B{b}-n{n}" for s, b, n in FIT_CASES])
+def test_fit_on_the_fused_step_equals_numpy_fit(sizes, B, n, dtype, loss):
+    """At least 100 steps, momentum and weight decay, K steps a launch: the weights and the epoch losses
+    of NumPy's fit, to float32's tolerance in f32 and 1e-12 in f64."""
+    X, y = _data(sizes, n)
+    epochs = -(-100 // -(-n // B))                                   # >= 100 steps
+    hyper = dict(epochs=epochs, batch_size=B, lr=0.3, momentum=0.8, weight_decay=1e-3, progress=False)
+    a = MLP(sizes, loss=loss, backend="numpy", dtype=dtype, seed=2)
+    b = MLP(sizes, loss=loss, backend="emulated", dtype=dtype, seed=2, backend_options={"fused_step": True})
+    ha, hb = a.fit(X, y, **hyper), b.fit(X, y, **hyper)
+    assert "training step: the fused step" in b.backend_reason
+    tol = dict(rtol=1e-12) if dtype == np.float64 else {}
+    for l in range(1, len(sizes)):
+        assert_close(b.W[l], a.W[l], dtype, what=f"W{l} after {epochs * -(-n // B)} steps", **tol)
+        assert_close(b.b[l], a.b[l], dtype, what=f"b{l}", **tol)
+    assert_close(np.array(hb.loss), np.array(ha.loss), dtype, what="the epoch losses", **tol)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_k_steps_a_launch_and_one_give_the_same_weights(momentum):
+    X, y = _data([9, 6, 3], 47)
+    nets = {}
+    for K in (1, 5, 32):
+        net = MLP([9, 6, 3], backend="emulated", dtype=np.float32, seed=4,
+                  backend_options={"fused_step": True, "steps_per_launch": K})
+        net.fit(X, y, epochs=3, batch_size=4, lr=0.5, momentum=momentum, weight_decay=1e-4, progress=False)
+        nets[K] = net
+    for K in (5, 32):                 # the same arithmetic in the same order: the same bits
+        for l in (1, 2):
+            np.testing.assert_array_equal(nets[K].W[l], nets[1].W[l])
+            np.testing.assert_array_equal(nets[K].b[l], nets[1].b[l])
+
+
+def test_fit_launches_once_per_k_steps(monkeypatch):
+    net = MLP([9, 6, 3], backend="emulated", seed=4, backend_options={"steps_per_launch": 4})
+    ks = net.backend.ks
+    launched = []
+    raw = ks.raw_function
+    monkeypatch.setattr(ks, "raw_function", lambda name: lambda *a, **k: launched.append(name) or raw(name)(*a, **k))
+    X, y = _data([9, 6, 3], 30)
+    net.fit(X, y, epochs=2, batch_size=3, lr=0.5, progress=False)     # 10 steps an epoch: launches of 4, 4, 2
+    fused = [name for name in launched if name.startswith("fused_step")]
+    assert fused == ["fused_step_mse_f32"] * 6
+
+
+def test_a_divergence_is_reported_at_its_step_inside_a_launch():
+    rng = np.random.default_rng(0)
+    X, y = rng.random((40, 4)), rng.integers(0, 3, 40)
+    said = []
+    for backend in ("numpy", "emulated"):
+        net = MLP([4, 5, 3], loss="cross_entropy", backend=backend, seed=0)
+        with pytest.raises(TrainingDiverged) as err:
+            net.fit(X, y, epochs=3, batch_size=5, lr=3e38, progress=False)
+        said.append(str(err.value))
+    assert "training step: the fused step" in net.backend_reason
+    assert said[1] == said[0] and said[0].startswith("the training loss became nan at epoch 1, step ")
+
+
+def test_the_saturation_warning_reads_the_last_batch_after_fused_steps():
+    X, y = _data([5, 6, 3], 40)
+    net = MLP([5, 6, 3], loss="cross_entropy", backend="emulated", seed=1)
+    with pytest.warns(SaturationWarning, match=r"100\.0% of the sigmoids of the last batch saturated"):
+        net.fit(X, y, epochs=3, batch_size=8, lr=1e30, progress=False)
+    assert "training step: the fused step" in net.backend_reason
+
+
+def test_step_runs_the_fused_kernel_and_equals_numpy():
+    rng = np.random.default_rng(7)
+    a = MLP([5, 4, 3], backend="numpy", dtype=np.float64, seed=8)
+    b = MLP([5, 4, 3], backend="emulated", dtype=np.float64, seed=8)
+    for _ in range(4):
+        X, y = rng.random((6, 5)), rng.integers(0, 3, 6)
+        assert b.step(X, y, 0.4, momentum=0.5) == pytest.approx(a.step(X, y, 0.4, momentum=0.5), rel=1e-12)
+    assert "training step: the fused step" in b.backend_reason
+    assert [op.name for op in next(iter(b._step_plans.values())).launches] == ["fused_step_mse_f64"]
+    assert_close(b.W[2], a.W[2], np.float64, what="W2 after 4 fused step() calls", rtol=1e-12)
+
+
+def test_where_the_fused_step_does_not_apply_the_per_kernel_step_runs_and_says_why():
+    X, y = _data([6, 5, 4, 3, 3, 2], 20)
+    net = MLP([6, 5, 4, 3, 3, 2], backend="emulated", seed=0)              # 5 layers: more than MAX_LAYERS
+    net.fit(X, y, epochs=1, batch_size=5, lr=0.5, progress=False)
+    assert net.backend_reason.endswith("training step: the per-kernel step (the fused step does not apply: "
+                                       "5 layers, more than the 4 the fused step takes)")
+    big = MLP([784, 100, 10], backend="emulated", seed=0)                  # 3.4 MFLOP a step at batch 10
+    big.stepper(*big.to_device(*_data([784, 100, 10], 10)), lr=0.1)(np.arange(10))
+    assert "above the 2 MFLOP one block does faster" in big.backend_reason
+    own = MLP([6, 5, 2], backend="emulated", seed=0, backend_options={"gemm": "own"})
+    own.fit(*_data([6, 5, 2], 10), epochs=1, batch_size=5, progress=False)
+    assert own.backend_reason.endswith("(the fused step does not apply: gemm ask(s) for the per-kernel step)")
+    p = gplan.plan([6, 5, 4, 3, 3, 2], 5, measure=False)
+    assert "5 layers, more than the 4" in p.step and gplan.render(p).count("training step: the per-kernel step") == 1
+
+
+def test_fused_step_true_insists_and_says_why_not():
+    X, y = _data([6, 5, 4, 3, 3, 2], 20)
+    net = MLP([6, 5, 4, 3, 3, 2], backend="emulated", seed=0, backend_options={"fused_step": True})
+    with pytest.raises(InputError, match=r"fused_step=True: the fused step cannot run \[6, 5, 4, 3, 3, 2\] with "
+                                         r"batches of 5: 5 layers, more than the 4"):
+        net.fit(X, y, epochs=1, batch_size=5, progress=False)
+    with pytest.raises(InputError, match=r"fused_step=True runs each step as one kernel; naive ask\(s\) for the "
+                                         r"per-kernel step"):
+        MLP([3, 2], backend="emulated", backend_options={"fused_step": True, "naive": True})
+    with pytest.raises(InputError, match="backend option fused_step must be 'auto', True or False, got 'yes'"):
+        MLP([3, 2], backend="emulated", backend_options={"fused_step": "yes"})
+    with pytest.raises(InputError, match="backend option steps_per_launch must be a positive int"):
+        MLP([3, 2], backend="emulated", backend_options={"steps_per_launch": 0})
+
+
+def test_fused_step_false_keeps_the_per_kernel_step():
+    net = MLP([6, 5, 2], backend="emulated", seed=0, backend_options={"fused_step": False})
+    net.fit(*_data([6, 5, 2], 10), epochs=1, batch_size=5, progress=False)
+    assert net.backend_reason.endswith("training step: the per-kernel step (fused_step=False)")
+
+
+def test_plan_shows_one_launch_per_k_steps():
+    p = gplan.plan([784, 30, 10], 10, device="h100", measure=False)
+    assert [q.name for q in p.launches] == ["fused_step_ce_f32"] and p.steps_per_launch == 32
+    (q,) = p.launches
+    assert q.blocks == 1 and q.flops == launchers.fused_step_napkin((10, 320, 784, 30, 10), 4)[2]
+    text = gplan.render(p)
+    assert "per 32 steps (fit runs them in one launch: steps_per_launch): 1 launch (1 kernel" in text
+    one = gplan.plan([784, 30, 10], 10, options={"steps_per_launch": 1}, measure=False)
+    assert one.steps_per_launch == 1 and "per step: 1 launch (1 kernel" in gplan.render(one)
+    l4 = gplan.plan([784, 30, 10], 10, device="l4", measure=False)         # sm_89: 99 KiB a block
+    assert l4.launches[0].shared_mem > 48 * 1024                            # W1 and b1 kept: 95 KB + the batch

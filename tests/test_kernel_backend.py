@@ -105,7 +105,8 @@ def test_cuda_graph_is_refused_with_cublas_gemms():
 def test_unknown_or_mistyped_backend_options_are_refused():
     from gpubp import InputError
     with pytest.raises(InputError, match=r"unknown backend option\(s\) 'fused'; the options \(of the kernel "
-                                         r"backends\) are cublas_weight_grad, cuda_graph, defines, fused_update, gemm, naive"):
+                                         r"backends\) are cublas_weight_grad, cuda_graph, defines, fused_step, "
+                                         r"fused_update, gemm, naive, steps_per_launch"):
         MLP([2, 2], backend="emulated", backend_options={"fused": True})
     with pytest.raises(InputError, match="backend option naive must be True or False, got 'yes'"):
         MLP([2, 2], backend="emulated", backend_options={"naive": "yes"})

@@ -170,10 +170,11 @@ def test_plan_command_prints_the_table_and_json(capsys):
     out = capsys.readouterr().out
     assert "gemm_bias_sigmoid_f32" in out and "1x1" in out and "0.8%" in out
     assert "per step: 7 launches (7 kernels, 0 array calls)" in out
-    assert main(["plan", "--batch", "10", "--json", "--device", "a100"]) == 0
+    assert main(["plan", "--batch", "10", "--json", "--device", "a100", "--backend-options", "fused_step=false"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["gpu"]["sms"] == 108 and data["sizes"] == [784, 30, 10]
     assert [q["name"] for q in data["launches"]][:3] == ["gather_rows_f32", "matmul", "bias_sigmoid_f32"]
+    assert data["step"] == "the per-kernel step (fused_step=False)" and data["steps_per_launch"] == 1
 
 
 @pytest.mark.parametrize("argv, message", [

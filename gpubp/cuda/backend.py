@@ -49,7 +49,17 @@ CUBLAS_CAPTURE_LIMIT = ("CuPy refuses cuBLAS calls during CUDA stream capture (N
 
 #: the options of the kernel backends, with their defaults (gemm=None: "own" with cuda_graph, else "cublas")
 OPTIONS = {"fused_update": True, "cublas_weight_grad": False, "naive": False, "cuda_graph": False, "gemm": None,
-           "defines": None}
+           "defines": None, "fused_step": "auto", "steps_per_launch": None}
+#: the options that ask for the per-kernel step (fused_step="auto" then leaves it to them)
+PER_KERNEL_OPTIONS = ("fused_update", "cublas_weight_grad", "naive", "cuda_graph", "gemm")
+#: fused_step="auto" takes the fused step for a step of at most this many FLOPs: one block holds one SM,
+#: about 0.5 TFLOP/s fp32 on an H100 (67 TFLOP/s over 132 SMs); at a quarter of that, 2 MFLOP take 16 µs,
+#: what the per-kernel step's 7-16 launches cost in latency alone (1.3-2.5 µs each).  Modeled, not measured:
+#: a GPU will move this line (gpubp plan shows both sides).
+FUSED_AUTO_MAX_FLOPS = 2.0e6
+#: steps fit runs in one launch of the fused step (fewer at an epoch's end): the loss of every step still comes
+#: back (a row each), and the weights stay in shared memory across them where they fit
+STEPS_PER_LAUNCH = 32
 GEMMS = ("cublas", "own")
 
 #: array-module calls a CUDA graph cannot capture: cuBLAS behind them (cupy/cupy#6290), or a
@@ -71,8 +81,20 @@ def check_options(options: dict) -> None:
     non-bool switches, and cuda_graph where the step cannot be captured."""
     check_option_names(options)
     for key, value in options.items():
-        if key not in ("defines", "gemm") and not isinstance(value, (bool, np.bool_)):
+        if key not in ("defines", "gemm", "fused_step", "steps_per_launch") and not isinstance(value, (bool, np.bool_)):
             raise InputError(f"backend option {key} must be True or False, got {value!r}")
+    fused = options.get("fused_step", "auto")
+    if not (fused == "auto" or isinstance(fused, (bool, np.bool_))):
+        raise InputError(f"backend option fused_step must be 'auto', True or False, got {fused!r}")
+    k = options.get("steps_per_launch")
+    if k is not None and (isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1):
+        raise InputError(f"backend option steps_per_launch must be a positive int (steps of fit in one launch of "
+                         f"the fused step), got {k!r}")
+    if fused is True:
+        asked = [key for key in PER_KERNEL_OPTIONS if key in options and options[key] != OPTIONS[key]]
+        if asked:
+            raise InputError(f"fused_step=True runs each step as one kernel; {', '.join(asked)} ask(s) for the "
+                             f"per-kernel step: choose one")
     gemm = options.get("gemm")
     if gemm is not None and gemm not in GEMMS:
         raise InputError(f"backend option gemm must be 'cublas' or 'own', got {gemm!r}")
@@ -100,8 +122,13 @@ def _default_tunables() -> dict:
 
 class KernelBackend(ArrayBackend):
     def __init__(self, name, xp, kernels, *, fused_update=True, cublas_weight_grad=False, naive=False,
-                 cuda_graph=False, gemm=None):
+                 cuda_graph=False, gemm=None, fused_step="auto", steps_per_launch=None):
         super().__init__(xp)
+        self.fused_step = fused_step
+        self.steps_per_launch = steps_per_launch
+        # what asks for the per-kernel step (fused_step="auto" leaves the step to it)
+        self._per_kernel = [k for k, v in (("fused_update", not fused_update), ("cublas_weight_grad", cublas_weight_grad),
+                                           ("naive", naive), ("cuda_graph", cuda_graph), ("gemm", gemm)) if v]
         self.cuda_graph = bool(cuda_graph)
         self.gemm = gemm or ("own" if cuda_graph else "cublas")
         self.name = name
@@ -204,6 +231,46 @@ class KernelBackend(ArrayBackend):
             import cupy
             return CupyBackend("cupy", cupy, ks, **options)
         raise ValueError(f"no kernel backend {name!r}; use 'emulated' or 'cupy'")
+
+    # -- the fused step (kernels/fused_step.cu) ----------------------------------------
+    def fused_choice(self, sizes, B, dtype, momentum) -> tuple[bool, str]:
+        """(whether a step of B rows of ``sizes`` runs as the fused kernel, why) under the fused_step option:
+        "auto" takes it where it applies and the step is small (FUSED_AUTO_MAX_FLOPS); True insists
+        (InputError naming why it cannot); False never."""
+        if self.fused_step is False:
+            return False, "the per-kernel step (fused_step=False)"
+        itemsize = np.dtype(dtype).itemsize
+        limit = self.ks.smem_per_block_optin - launchers.FUSED_STATIC_SMEM
+        need = launchers.fused_step_smem(sizes, B, itemsize)
+        L = len(sizes) - 1
+        why = None
+        if L > launchers.FUSED_MAX_LAYERS:
+            why = f"{L} layers, more than the {launchers.FUSED_MAX_LAYERS} the fused step takes"
+        elif need > limit:
+            why = (f"a batch of {B} needs {need:,} B of shared memory for its activations and deltas, more than "
+                   f"the {limit:,} B a block has ({self.ks.arch})")
+        flops = launchers.fused_step_napkin((B, B, *sizes), itemsize)[2]
+        if why is None and self.fused_step == "auto":
+            if self._per_kernel:
+                why = f"{', '.join(self._per_kernel)} ask(s) for the per-kernel step"
+            elif flops > FUSED_AUTO_MAX_FLOPS:
+                why = (f"a step is {flops / 1e6:.1f} MFLOP, above the {FUSED_AUTO_MAX_FLOPS / 1e6:g} MFLOP one block "
+                       f"does faster than the per-kernel step's launches (modeled)")
+        if why is not None:
+            if self.fused_step is True:
+                raise InputError(f"fused_step=True: the fused step cannot run {list(sizes)} with batches of {B}: "
+                                 f"{why}; use fused_step='auto' (the per-kernel step where it does not apply)")
+            return False, f"the per-kernel step (the fused step does not apply: {why})"
+        weights = launchers.fused_step_smem(sizes, B, itemsize, keep_weights=True, momentum=momentum) <= limit
+        return True, (f"the fused step: one kernel a step ({flops / 1e6:.2f} MFLOP), weights "
+                      f"{'in shared memory across the steps of a launch' if weights else 'read from global memory'}")
+
+    def fused_steps(self, cost, X, Y, idx, W, b, vW, vb, loss, *, B, eta, lmbda=0.0, mu=0.0) -> None:
+        """ceil(len(idx) / B) SGD steps of the model (W, b, vW, vb: lists by layer) on rows idx of (X, Y) in one
+        launch of fused_step.cu; the per-sample costs into ``loss`` (one row of B a step) if given."""
+        kernel = cost.kernel.replace("output_delta", "fused_step")
+        self._submit(launchers.prepare_fused_step(self.ks, kernel, X, Y, idx, W, b, vW, vb, loss, B=B, eta=eta,
+                                                  lmbda=lmbda, mu=mu))
 
     # -- the batch ----------------------------------------------------------------
     def gather_rows(self, X, Y, idx, x, y):
