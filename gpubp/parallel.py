@@ -157,17 +157,31 @@ def checksum(arr) -> int:
     return zlib.crc32(memoryview(np.ascontiguousarray(host)).cast("B"))
 
 
+#: seconds a rank waits, after writing why it aborts, before MPI_Abort: the launcher (mpiexec) forwards a
+#: rank's output through its own pipes and drops what it has not forwarded when the abort tears the job
+#: down (seen with MPICH's hydra: a traceback cut after its first line, about one run in six)
+ABORT_GRACE_S = 0.5
+
+
+def _abort_job(comm, text: str) -> None:
+    """Write ``text`` to stderr in one piece, give the launcher time to forward it, and abort the job."""
+    import time
+    sys.stdout.flush()
+    sys.stderr.write(text)
+    sys.stderr.flush()
+    time.sleep(ABORT_GRACE_S)
+    comm.Abort(1)
+    os._exit(1)                 # MPI_Abort may return before the launcher kills us: print nothing more
+
+
 def abort(comm, error: BaseException, where: str) -> None:
     """End the whole job from a rank whose error the others cannot learn of: they wait in a collective
     (the step's all-reduce) that this rank will never join, so MPI_Abort is the only way out."""
     import traceback
     rank = comm.Get_rank()
-    traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
-    print(f"gpubp: rank {rank} failed {where} (the {type(error).__name__} above) while the other ranks wait for "
-          f"it in the all-reduce: aborting the MPI job", file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    comm.Abort(1)
-    os._exit(1)                 # MPI_Abort may return before the launcher kills us: print nothing more
+    _abort_job(comm, "".join(traceback.format_exception(type(error), error, error.__traceback__))
+               + f"gpubp: rank {rank} failed {where} (the {type(error).__name__} above) while the other ranks wait "
+                 f"for it in the all-reduce: aborting the MPI job\n")
 
 
 def this_rank() -> int:
@@ -198,17 +212,20 @@ def abort_on_uncaught() -> None:
         live = MPI is not None and MPI.Is_initialized() and not MPI.Is_finalized()
         rank, size = (MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()) if live else (0, 1)
         reporter = reporter_of(value) if value is not None else None
+        if size > 1 and reporter is None and previous is sys.__excepthook__:
+            import traceback                    # the traceback and the reason in one write, then the abort
+            _abort_job(MPI.COMM_WORLD, "".join(traceback.format_exception(kind, value, tb))
+                       + f"gpubp rank {rank}: uncaught {kind.__name__}: aborting the MPI job so that no rank waits "
+                         f"for this one (GPUBP_MPI_ABORT=0 to turn this off)\n")
         if size > 1 and reporter is not None and reporter != rank:
             print(f"gpubp rank {rank}: stopped with every rank ({kind.__name__}; rank {reporter} prints why)",
                   file=sys.stderr, flush=True)
         else:
             previous(kind, value, tb)
         if size > 1 and reporter is None:
-            print(f"gpubp rank {rank}: uncaught {kind.__name__}: aborting the MPI job so that no rank waits for "
-                  f"this one (GPUBP_MPI_ABORT=0 to turn this off)", file=sys.stderr, flush=True)
-            sys.stdout.flush()
-            MPI.COMM_WORLD.Abort(1)
-            os._exit(1)
+            sys.stderr.flush()
+            _abort_job(MPI.COMM_WORLD, f"gpubp rank {rank}: uncaught {kind.__name__}: aborting the MPI job so that "
+                                       f"no rank waits for this one (GPUBP_MPI_ABORT=0 to turn this off)\n")
 
     sys.excepthook = hook
 

@@ -333,3 +333,13 @@ def test_plan_shows_one_launch_per_k_steps():
     assert one.steps_per_launch == 1 and "per step: 1 launch (1 kernel" in gplan.render(one)
     l4 = gplan.plan([784, 30, 10], 10, device="l4", measure=False)         # sm_89: 99 KiB a block
     assert l4.launches[0].shared_mem > 48 * 1024                            # W1 and b1 kept: 95 KB + the batch
+
+
+def test_a_batch_beyond_the_blocks_shared_memory_takes_the_per_kernel_step_and_says_so():
+    """[4, 5000, 2] at batch 10 in float32: 1.2 MFLOP a step (small enough), but its activations and deltas
+    take 400 KB, beyond the 227 KiB a block has on the emulated sm_90."""
+    net = MLP([4, 5000, 2], backend="emulated", seed=0)
+    net.fit(*_data([4, 5000, 2], 10), epochs=1, batch_size=10, progress=False)
+    assert net.backend_reason.endswith("training step: the per-kernel step (the fused step does not apply: a batch "
+                                       "of 10 needs 400,160 B of shared memory for its activations and deltas, more "
+                                       "than the 231,936 B a block has (sm_90))")
