@@ -250,7 +250,8 @@ class MLP:
         try:
             if not bk.prepares:
                 return self._train_step(ws, *hyper, ws.loss)
-            key, params = (ws.B, *hyper), self._params()
+            # X is a slot: a GEMM's launch is bound to how X lies (16-byte aligned or not: its vector loads)
+            key, params = (ws.B, *hyper, bk.ks.aligned16(X)), self._params()
             plan = self._step_plans.get(key)
             if plan is None or not plan.bound_to(params):
                 if len(self._step_plans) >= 16:         # a learning-rate schedule makes a key per value

@@ -17,7 +17,7 @@ LAYERS = [
     ["numpy_backend", "reference", "persistence", "datasets", "parallel", "cuda.sources"],
     ["testing", "cuda.launchers"],
     ["cuda.nvrtc", "check.kernels", "cuda.prepared"],
-    ["cuda.backend"],
+    ["cuda.backend", "cuda.sass"],
     ["cuda.dryrun"],
     ["backend"],
     ["mlp"],

@@ -108,7 +108,7 @@ def test_the_report_is_built_with_the_options_cupy_builds_with():
 #: ROW_THREADS, ROWS_PER_BLOCK; weight_grad: TILE, MICRO, BK)
 OTHER_TUNABLES = [
     {"TILE": 32, "MICRO": 2, "BK": 8, "EPT": 2, "ROW_THREADS": 8, "ROWS_PER_BLOCK": 4},
-    {"TILE": 64, "MICRO": 4, "BK": 32, "EPT": 1, "ROW_THREADS": 64, "ROWS_PER_BLOCK": 4},
+    {"TILE": 32, "MICRO": 4, "BK": 16, "EPT": 1, "ROW_THREADS": 64, "ROWS_PER_BLOCK": 4},
 ]
 
 

@@ -102,14 +102,23 @@ def _row_reduction(tunables, size):
     return Budget(threads, fast.registers, threads * size, fast.occupancy_sm80), naive
 
 
-def _gemm(tunables, size, padded=False):
-    """The register-blocked tile trades occupancy for a MICRO×MICRO accumulator per thread, as its
-    __launch_bounds__ say: 4 blocks of 256 threads per SM (<= 64 registers, f32), 3 (<= 80, f64);
-    the naive kernel (one dot product per thread) may take 64 (50 % on sm_80).  The forward and BP2
-    GEMMs pad their shared tiles to TILE+1 columns (they transpose while staging)."""
-    threads = (tunables["TILE"] // tunables["MICRO"]) ** 2
-    smem = 2 * tunables["BK"] * (tunables["TILE"] + (1 if padded else 0)) * size
-    fast = Budget(threads, 64, smem, 0.5) if size == 4 else Budget(threads, 80, smem, 0.375)
+def gemm_threads(tunables, size) -> int:
+    """Threads of a fast GEMM block (gemm_mainloop.cuh's GEMM_THREADS): (TILE / TM)², TM = MICRO in f32 and
+    MICRO / 2 in f64 (a double takes two registers)."""
+    micro = tunables["MICRO"] if size == 4 else max(1, tunables["MICRO"] // 2)
+    return (tunables["TILE"] // micro) ** 2
+
+
+def _gemm(tunables, size):
+    """The main loop of gemm_mainloop.cuh keeps an 8×8 (f32) or 4×4 (f64) accumulator tile a thread, its two
+    fragments and a chunk's staged loads: <= 128 registers, as its __launch_bounds__ say (8 blocks of 64
+    threads per SM in f32, 2 of 256 in f64: 25 % on sm_80, the price of 16 FFMA per shared load); two stages
+    of both operands in shared memory, each row padded by 16 bytes.  The naive kernel (one dot product per
+    thread) may take 64 (50 % on sm_80)."""
+    tile, bk, vec = tunables["TILE"], tunables["BK"], 16 // size
+    pad = vec if tile % vec == 0 and bk % vec == 0 else 1
+    smem = 2 * 2 * bk * (tile + pad) * size
+    fast = Budget(gemm_threads(tunables, size), 128, smem, 0.25)
     return fast, Budget(NAIVE_WG_BLOCK[0] * NAIVE_WG_BLOCK[1], 64, 0, 0.5)
 
 
@@ -129,12 +138,12 @@ SPECS = {
     "gemm_bias_sigmoid": Spec(
         "forward_gemm", ("gemm_bias_sigmoid",), "a = sigmoid(a_prev W + b)", "a_prev @ W; bias_sigmoid(z, b)",
         lambda B, I, O, s: ((B * I + I * O + O + B * O) * s, (B * I + I * O + O + 3 * B * O) * s,
-                            2 * B * I * O + 4 * B * O), lambda t, s: _gemm(t, s, padded=True)),
+                            2 * B * I * O + 4 * B * O), _gemm),
     "gemm_sigmoid_delta": Spec(
         "backward_gemm", ("gemm_sigmoid_delta",), "delta = (delta_next W_next^T) * a * (1 - a)",
         "delta_next @ W_next.T; sigmoid_delta(g, a, g)",
         lambda B, I, O, s: ((B * O + I * O + 2 * B * I) * s, (B * O + I * O + 4 * B * I) * s,
-                            2 * B * I * O + 3 * B * I), lambda t, s: _gemm(t, s, padded=True)),
+                            2 * B * I * O + 3 * B * I), _gemm),
     "sigmoid_delta": Spec(
         "delta", ("sigmoid_delta",), "delta = g*a*(1-a)", "g * a * (1 - a)",
         lambda B, I, O, s: (3 * B * O * s, 8 * B * O * s, 3 * B * O), _elementwise),
@@ -248,6 +257,13 @@ def _check_sizes(kernel: str, overshoot: int, **sizes: int) -> None:
             raise ValueError(f"{kernel}: {what} = {n} is too large for the kernels' 32-bit indices: the last block "
                              f"computes indices up to {what} + {overshoot}, past 2^31 - 1 (at most "
                              f"{INT_MAX - overshoot} with these tunables); split the batch")
+
+
+def _vec(ks: KernelSet, x, ld: int) -> np.int32:
+    """1 if the fast GEMMs may read ``x`` (rows of ``ld`` elements) 16 bytes at a time: its address on the
+    device 16-byte aligned (``ks.aligned16``) and ``ld`` a multiple of 16 / itemsize, so that every row
+    starts aligned; else 0 (element-wise loads)."""
+    return np.int32(1 if ks.aligned16(x) and ld % (16 // x.dtype.itemsize) == 0 else 0)
 
 
 def _check_reduction(ks: KernelSet, kernel: str, family: str, naive: bool, what: str, n: int) -> None:
@@ -407,20 +423,20 @@ def prepare_bias_sigmoid(ks: KernelSet, z, b, *, naive: bool = False) -> Launch 
 
 # -- forward_gemm.cu, backward_gemm.cu ----------------------------------------------------------
 
-def _tile_grid(ks: KernelSet, k: str, family: str, naive: bool, rows: tuple, cols: tuple,
+def _tile_grid(ks: KernelSet, k: str, family: str, naive: bool, rows: tuple, cols: tuple, itemsize: int,
                at_least_one_row: bool = False) -> tuple[tuple, tuple]:
     """(grid, block) covering a rows × cols output, x along the columns: the naive kernels' NAIVE_WG_BLOCK
-    threads, or one TILE×TILE tile per (TILE/MICRO)² block of the fast ones.  ``rows``, ``cols`` are
-    (name, size) pairs, for the messages; ``at_least_one_row`` keeps grid.y >= 1 (the weight gradients
-    compute the bias gradient in the first row of blocks even when I == 0)."""
+    threads, or one TILE×TILE tile per block of gemm_threads(…) threads (1-D) of the fast ones.  ``rows``,
+    ``cols`` are (name, size) pairs, for the messages; ``at_least_one_row`` keeps grid.y >= 1 (the weight
+    gradients compute the bias gradient in the first row of blocks even when I == 0)."""
     (row_name, n_rows), (col_name, n_cols) = rows, cols
     if naive:
         bx, by = NAIVE_WG_BLOCK
         grid, block, overshoot = (ceil_div(n_cols, bx), ceil_div(n_rows, by)), (bx, by), max(bx, by)
     else:
         tile = ks.param(family, "TILE")
-        edge = tile // ks.param(family, "MICRO")
-        grid, block, overshoot = (ceil_div(n_cols, tile), ceil_div(n_rows, tile)), (edge, edge), tile
+        threads = gemm_threads({"TILE": tile, "MICRO": ks.param(family, "MICRO")}, itemsize)
+        grid, block, overshoot = (ceil_div(n_cols, tile), ceil_div(n_rows, tile)), (threads,), tile
     if at_least_one_row:
         grid = (grid[0], max(1, grid[1]))
     if grid[1] > GRID_Y_MAX:
@@ -446,9 +462,11 @@ def prepare_gemm_bias_sigmoid(ks: KernelSet, a_prev, W, b, a, *, naive: bool = F
     _check_aliasing(k, ("a",), {}, a_prev=a_prev, W=W, b=b, a=a)
     _check_sizes(k, 0, **{"B*I": B * I, "I*O": I * O, "B*O": B * O})
     _check_reduction(ks, k, "forward_gemm", naive, "I", I)
-    grid, block = _tile_grid(ks, k, "forward_gemm", naive, ("B", B), ("O", O))
-    return _launch(ks, k, naive, dtype, grid, block, (a_prev, W, b, a, np.int32(B), np.int32(I), np.int32(O)),
-                   dims=(B, I, O))
+    grid, block = _tile_grid(ks, k, "forward_gemm", naive, ("B", B), ("O", O), dtype.itemsize)
+    args = (a_prev, W, b, a, np.int32(B), np.int32(I), np.int32(O))
+    if not naive:
+        args += (_vec(ks, a_prev, I), _vec(ks, W, O))
+    return _launch(ks, k, naive, dtype, grid, block, args, dims=(B, I, O))
 
 
 def prepare_gemm_sigmoid_delta(ks: KernelSet, delta_next, W_next, a, delta, *, naive: bool = False) -> Launch | None:
@@ -468,9 +486,11 @@ def prepare_gemm_sigmoid_delta(ks: KernelSet, delta_next, W_next, a, delta, *, n
     _check_aliasing(k, ("delta",), {"delta": ("a",)}, delta_next=delta_next, W_next=W_next, a=a, delta=delta)
     _check_sizes(k, 0, **{"B*I": B * I, "I*O": I * O, "B*O": B * O})
     _check_reduction(ks, k, "backward_gemm", naive, "O", O)
-    grid, block = _tile_grid(ks, k, "backward_gemm", naive, ("B", B), ("I", I))
-    return _launch(ks, k, naive, dtype, grid, block, (delta_next, W_next, a, delta, np.int32(B), np.int32(I),
-                                                         np.int32(O)), dims=(B, I, O))
+    grid, block = _tile_grid(ks, k, "backward_gemm", naive, ("B", B), ("I", I), dtype.itemsize)
+    args = (delta_next, W_next, a, delta, np.int32(B), np.int32(I), np.int32(O))
+    if not naive:
+        args += (_vec(ks, delta_next, O), _vec(ks, W_next, O))
+    return _launch(ks, k, naive, dtype, grid, block, args, dims=(B, I, O))
 
 
 # -- delta.cu ------------------------------------------------------------------------------------
@@ -551,9 +571,11 @@ def prepare_weight_grad(ks: KernelSet, a_prev, delta, dW, db=None, *, scale=1.0,
         return
     _check_aliasing(k, ("dW", "db"), {}, a_prev=a_prev, delta=delta, dW=dW, db=db)
     _check_reduction(ks, k, "weight_grad", naive, "B", B)
-    grid, block = _tile_grid(ks, k, "weight_grad", naive, ("I", I), ("O", O), at_least_one_row=True)
-    return _launch(ks, k, naive, dtype, grid, block, (a_prev, delta, dW, db, np.int32(B), np.int32(I), np.int32(O), scale),
-                   dims=(B, I, O))
+    grid, block = _tile_grid(ks, k, "weight_grad", naive, ("I", I), ("O", O), dtype.itemsize, at_least_one_row=True)
+    args = (a_prev, delta, dW, db, np.int32(B), np.int32(I), np.int32(O), scale)
+    if not naive:
+        args += (_vec(ks, a_prev, I), _vec(ks, delta, O))
+    return _launch(ks, k, naive, dtype, grid, block, args, dims=(B, I, O))
 
 
 def prepare_weight_grad_sgd(ks: KernelSet, a_prev, delta, W, b, vW=None, vb=None, *, scale=1.0, eta, lmbda=0.0,
@@ -582,9 +604,11 @@ def prepare_weight_grad_sgd(ks: KernelSet, a_prev, delta, W, b, vW=None, vb=None
         return
     _check_aliasing(k, ("W", "b", "vW", "vb"), {}, a_prev=a_prev, delta=delta, W=W, b=b, vW=vW, vb=vb)
     _check_reduction(ks, k, "weight_grad", naive, "B", B)
-    grid, block = _tile_grid(ks, k, "weight_grad", naive, ("I", I), ("O", O), at_least_one_row=True)
-    return _launch(ks, k, naive, dtype, grid, block,
-                   (a_prev, delta, W, b, vW, vb, np.int32(B), np.int32(I), np.int32(O), *scalars), dims=(B, I, O))
+    grid, block = _tile_grid(ks, k, "weight_grad", naive, ("I", I), ("O", O), dtype.itemsize, at_least_one_row=True)
+    args = (a_prev, delta, W, b, vW, vb, np.int32(B), np.int32(I), np.int32(O), *scalars)
+    if not naive:
+        args += (_vec(ks, a_prev, I), _vec(ks, delta, O))
+    return _launch(ks, k, naive, dtype, grid, block, args, dims=(B, I, O))
 
 
 # -- the eager launchers: validate and launch at once (what tests and one-off calls use) -----------------

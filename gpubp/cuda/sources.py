@@ -158,9 +158,11 @@ class KernelSet:
 
     def __init__(self, device: str, load: Callable[[str, tuple[str, ...]], object],
                  defines: tuple[tuple[str, int], ...] = (), null=None, arch: str = archs.DEFAULT_EMULATED,
-                 smem_per_block_optin: Callable[[], int] | None = None):
+                 smem_per_block_optin: Callable[[], int] | None = None, aligned16: Callable | None = None):
         self.device = device
         self.NULL = null
+        #: whether an array argument lies 16-byte aligned on this device (the fast GEMMs' 16-byte loads)
+        self.aligned16 = aligned16 or _host_aligned16
         self.arch = arch                 # the architecture the kernels run as (the emulator's target; the GPU's)
         self._smem_optin = smem_per_block_optin
         self.defines = dict(defines)
@@ -216,12 +218,25 @@ class KernelSet:
         return self.defines.get(name, fam_defaults[name])
 
 
+def _host_aligned16(x) -> bool:
+    """The array's own address (NumPy's data pointer, CuPy's device pointer) is 16-byte aligned."""
+    start = x.__array_interface__["data"][0] if isinstance(x, np.ndarray) else x.data.ptr
+    return start % 16 == 0
+
+
+def _emulated_aligned16(x) -> bool:
+    """Where the emulated device puts an array argument: a copy whose last byte ends at a page-aligned guard
+    (so that a read one element past the end faults), i.e. at an address ≡ −nbytes (mod 16)."""
+    return x.nbytes % 16 == 0
+
+
 @functools.lru_cache(maxsize=None)
 def _emulated(defines: tuple[tuple[str, int], ...]) -> KernelSet:
     from . import emulator   # lazily: it needs a C++ compiler, and only the emulated device uses it
 
     return KernelSet("emulated", lambda family, options: emulator.load_module(path(family), options=options,
-                                                                              code=source(family)), defines)
+                                                                              code=source(family)), defines,
+                     aligned16=_emulated_aligned16)
 
 
 def emulated_kernels(defines: Mapping[str, int] | None = None) -> KernelSet:

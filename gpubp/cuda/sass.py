@@ -1,0 +1,133 @@
+"""The kernels' own SASS: NVRTC's cubin disassembled with nvdisasm, its instructions counted.
+
+A GPU's speed on a tiled GEMM is bounded by what its inner loop issues: FFMA per shared-memory load
+(one shared-load wavefront a clock against four warp-FFMAs: under 4 FFMA a load, the loads bound it),
+the loads' width, and spills.  All of that is in the compiled code, and needs no GPU to read::
+
+    counts = sass.instruction_counts("forward_gemm", "sm_90")
+    counts["gemm_bias_sigmoid_f32"].ffma_per_shared_load     # 34.2 (the σ epilogue's FFMAs included)
+
+nvdisasm comes from the pip wheel ``nvidia-cuda-nvdisasm`` (in the ``nvrtc`` and ``test`` extras), else
+a CUDA toolkit's (``$CUDA_HOME/bin``, ``/usr/local/cuda/bin``, ``PATH``).
+"""
+from __future__ import annotations
+
+import collections
+import functools
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import nvrtc
+
+__all__ = ["available", "disassemble", "instruction_counts", "KernelCounts"]
+
+_INSTALL_HINT = "pip install 'gpubp[nvrtc]' (the nvidia-cuda-nvdisasm wheel)"
+
+
+@functools.lru_cache(maxsize=None)
+def _nvdisasm() -> str | None:
+    candidates = []
+    try:
+        import nvidia
+        candidates += [p for root in map(Path, nvidia.__path__) for p in sorted(root.glob("*/bin/nvdisasm"))]
+    except ImportError:
+        pass
+    for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if home:
+            candidates.append(Path(home) / "bin" / "nvdisasm")
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return str(c)
+    return shutil.which("nvdisasm")
+
+
+def available() -> tuple[bool, str]:
+    """(True, path of nvdisasm) or (False, why and the fix)."""
+    ok, why = nvrtc.available()
+    if not ok:
+        return False, why
+    path = _nvdisasm()
+    return (True, path) if path else (False, f"nvdisasm not found; {_INSTALL_HINT}")
+
+
+def disassemble(cubin: bytes) -> str:
+    """nvdisasm's text of a cubin."""
+    path = _nvdisasm()
+    if path is None:
+        raise FileNotFoundError(f"nvdisasm not found; {_INSTALL_HINT}")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        out = subprocess.run([path, "-c", f.name], capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        raise RuntimeError(f"nvdisasm failed: {out.stderr.strip()}")
+    return out.stdout
+
+
+@dataclass
+class KernelCounts:
+    """One kernel's instructions by opcode (``LDS.128``, ``FFMA.FTZ``: the whole mnemonic)."""
+    name: str
+    opcodes: collections.Counter = field(default_factory=collections.Counter)
+
+    def count(self, *bases: str) -> int:
+        """Instructions whose opcode, before its first '.', is one of ``bases`` (``count("FFMA")``)."""
+        return sum(n for op, n in self.opcodes.items() if op.split(".")[0] in bases)
+
+    @property
+    def fma(self) -> int:
+        return self.count("FFMA", "DFMA")
+
+    @property
+    def shared_loads(self) -> dict[int, int]:
+        """Shared-memory load instructions by width in bits (LDS is 32, LDS.64, LDS.128; LDS.U8 … 8 …)."""
+        out = collections.Counter()
+        for op, n in self.opcodes.items():
+            parts = op.split(".")
+            if parts[0] == "LDS":
+                widths = [int(p.lstrip("U").lstrip("S")) for p in parts[1:] if p.lstrip("US").isdigit()]
+                out[widths[0] if widths else 32] += n
+        return dict(out)
+
+    @property
+    def ffma_per_shared_load(self) -> float:
+        loads = sum(self.shared_loads.values())
+        return self.fma / loads if loads else float("inf")
+
+    @property
+    def wide_shared_load_share(self) -> float:
+        """The share of shared-memory load instructions 64 or 128 bits wide."""
+        loads = self.shared_loads
+        total = sum(loads.values())
+        return sum(n for w, n in loads.items() if w >= 64) / total if total else 1.0
+
+
+_SECTION = re.compile(r"^\s*\.section\s+\.text\.(\w+)")
+_INSTRUCTION = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T\d]+\s+)?([A-Z][A-Z0-9_]*(?:\.[A-Z0-9_]+)*)")
+
+
+def parse(text: str) -> dict[str, KernelCounts]:
+    """Kernel name -> its instruction counts, from nvdisasm's text."""
+    kernels, current = {}, None
+    for line in text.splitlines():
+        m = _SECTION.match(line)
+        if m:
+            current = kernels.setdefault(m.group(1), KernelCounts(m.group(1)))
+            continue
+        if current is not None:
+            m = _INSTRUCTION.search(line)
+            if m:
+                current.opcodes[m.group(1)] += 1
+    return kernels
+
+
+@functools.lru_cache(maxsize=None)
+def instruction_counts(family: str, arch: str = "sm_90", defines: tuple = ()) -> dict[str, KernelCounts]:
+    """The instruction counts of every kernel of ``kernels/<family>.cu`` compiled by NVRTC for ``arch``
+    (with the options CuPy compiles with)."""
+    return parse(disassemble(nvrtc.compile_family(family, arch, dict(defines)).cubin))

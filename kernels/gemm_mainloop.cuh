@@ -1,0 +1,215 @@
+/*
+ * gemm_mainloop.cuh -- the tiled main loop of the three GEMM-shaped families (forward_gemm.cu,
+ * backward_gemm.cu, weight_grad.cu), written once: acc = A·B over a range of k for one TILE×TILE
+ * tile of the output, each thread holding a TM×TM micro-tile in registers.  The families differ
+ * only in where A and B come from and in the epilogue they apply to acc (bias + σ; the σ'
+ * product; scale, bias gradient and SGD update).  Inlined into each family's source by
+ * gpubp.cuda.sources, as sigmoid.cuh is.
+ *
+ * Math: acc[i][j] = Σ_{k_begin <= k < k_end} A[m0 + tm0 + i, k] · B[k, n0 + tn0 + j]
+ *
+ * Operands, row-major in memory as the MLP holds them (ld = the stored row's length):
+ *   A is M×K:  A_KMAJOR = false: A[m, k] at A[m·lda + k]   (a_prev, delta_next)
+ *              A_KMAJOR = true:  A[m, k] at A[k·lda + m]   (a_prevᵀ of the weight gradient)
+ *   B is K×N:  B_KMAJOR = true:  B[k, n] at B[k·ldb + n]   (W, delta)
+ *              B_KMAJOR = false: B[k, n] at B[n·ldb + k]   (W_nextᵀ of BP2, read in place)
+ *
+ * The block: GEMM_THREADS(T) = (TILE/TM)² threads in one dimension, TM = MICRO in f32 and
+ * MICRO/2 in f64 (a double takes two registers: the same register budget).  Thread t holds the
+ * rows tm0 = (t / (TILE/TM))·TM … +TM and the columns tn0 = (t % (TILE/TM))·TM … +TM: contiguous,
+ * so each k's fragment of A and of B is read from shared memory with TM/V loads of 16 bytes
+ * (V = 16 / sizeof(T)), and the TM² FMAs of a k cost 2·TM/V shared loads: with MICRO = 8, 16
+ * FFMA per shared load instruction in f32 (the old 4×4 tile, read element by element: 2).
+ *
+ * Shared memory: two stages of As[BK][TILE + V] and Bs[BK][TILE + V], both k-major
+ * (As[k][m] = A[m0 + m, k0 + k]): 2·2·BK·(TILE + V)·sizeof(T) bytes, 8.5 KiB (f32) and
+ * 16.5 KiB (f64) at the defaults.  The V elements of padding keep every row 16-byte aligned and
+ * put the rows a transposing store writes (k and k + V) in different banks.
+ *
+ * The loop, a chunk of BK at a time: the next chunk's global loads are issued into registers
+ * before the current chunk's FMAs (register double buffering: the loads are in flight while the
+ * FMAs run, on every arch from sm_75 on), and stored into the other stage after them; one
+ * barrier a chunk.  A global load is V elements wide where the operand allows it (vec_a, vec_b:
+ * its pointer 16-byte aligned and its ld a multiple of V, decided by the launcher per launch
+ * from the real addresses; step() reads the caller's X where it lies) and the V elements lie
+ * inside the matrix; element by element, zero-filled past M, N or k_end, otherwise.  The tile
+ * coordinates of a thread's loads are fixed for the launch; each chunk adds BK to one of them.
+ *
+ * Indices are 32-bit: the launchers require M·K, K·N and M·N <= 2^31 − 1 and k_end + BK, M + TILE,
+ * N + TILE below 2^31.
+ */
+#ifndef GPUBP_GEMM_MAINLOOP_CUH
+#define GPUBP_GEMM_MAINLOOP_CUH
+
+#ifndef TILE
+#define TILE 64     // edge of the output tile one block computes
+#endif
+#ifndef MICRO
+#define MICRO 8     // edge of the micro-tile one thread computes in f32 (f64: MICRO / 2)
+#endif
+#ifndef BK
+#define BK 8        // k staged in shared memory per chunk
+#endif
+
+// 16 bytes of T, and how they unpack into registers.
+template <typename T> struct Vec;
+template <> struct Vec<float> { using type = float4; static constexpr int n = 4; };
+template <> struct Vec<double> { using type = double2; static constexpr int n = 2; };
+__device__ inline void unpack(float* r, const float4& v) { r[0] = v.x; r[1] = v.y; r[2] = v.z; r[3] = v.w; }
+__device__ inline void unpack(double* r, const double2& v) { r[0] = v.x; r[1] = v.y; }
+__device__ inline float4 pack(const float* r) { return make_float4(r[0], r[1], r[2], r[3]); }
+__device__ inline double2 pack(const double* r) { return make_double2(r[0], r[1]); }
+
+// The tile's shape for T, from the tunables.
+template <typename T>
+struct Gemm {
+    static constexpr int TM = sizeof(T) == 4 ? MICRO : (MICRO / 2 > 0 ? MICRO / 2 : 1);  // micro-tile edge
+    static constexpr int EDGE = TILE / TM;                   // threads along m, and along n
+    static constexpr int THREADS = EDGE * EDGE;
+    static constexpr int V = (TILE % Vec<T>::n == 0 && BK % Vec<T>::n == 0) ? Vec<T>::n : 1;  // a global load
+    static constexpr int LD = TILE + V;                      // a row of a shared stage
+    static constexpr int SLOTS = TILE * BK / V;              // V-wide loads a stage of one operand
+    static constexpr int PER_THREAD = (SLOTS + THREADS - 1) / THREADS;
+    static constexpr bool VEC_FRAGMENT = TM % Vec<T>::n == 0 && V == Vec<T>::n;   // 16-byte shared loads
+};
+constexpr int GEMM_THREADS_F32 = Gemm<float>::THREADS;      // (named, not macros: __launch_bounds__ takes them)
+constexpr int GEMM_THREADS_F64 = Gemm<double>::THREADS;
+
+static_assert(TILE % MICRO == 0 && MICRO >= 1, "TILE must be a multiple of MICRO");
+static_assert(GEMM_THREADS_F32 <= 1024 && GEMM_THREADS_F64 <= 1024,
+              "(TILE / MICRO)^2 threads (and (TILE / (MICRO/2))^2 in f64) must be at most 1024 per block");
+static_assert(2 * 2 * BK * (TILE + 2) * sizeof(double) <= 48 * 1024,
+              "the two stages of the f64 tiles, 4*BK*(TILE+2) doubles, must fit CUDA's 48 KiB of static shared "
+              "memory per block");
+
+// One operand's stage loads: the V-wide loads of this thread, into registers, then into shared memory.
+//   CONTIG_X: the stored rows run along the tile's m (or n), i.e. k-major (A_KMAJOR, B_KMAJOR);
+//   else along k (the tile is transposed while staged).
+template <typename T, bool CONTIG_X>
+struct Operand {
+    using G = Gemm<T>;
+    const T* p;            // the matrix
+    int ld;                // its stored row's length
+    int rows_x;            // M (or N): the tile's x past it is zero
+    bool vec;              // V-wide loads allowed (aligned pointer and ld)
+    int kk[G::PER_THREAD], xx[G::PER_THREAD];     // this thread's slots: tile coordinates of their first element
+
+    __device__ void init(const T* p_, int ld_, int rows_x_, bool vec_) {
+        p = p_; ld = ld_; rows_x = rows_x_; vec = vec_;
+        const int tid = threadIdx.x;
+#pragma unroll
+        for (int q = 0; q < G::PER_THREAD; q++) {
+            const int s = tid + q * G::THREADS;                      // slot number (may be past SLOTS)
+            if (CONTIG_X) { kk[q] = s / (TILE / G::V); xx[q] = (s % (TILE / G::V)) * G::V; }
+            else          { xx[q] = s / (BK / G::V);   kk[q] = (s % (BK / G::V)) * G::V; }
+        }
+    }
+
+    // Global -> registers: the chunk at k0 (k < k_end), of the tile at x0.
+    __device__ void load(T (&r)[G::PER_THREAD][G::V], int x0, int k0, int k_end) const {
+#pragma unroll
+        for (int q = 0; q < G::PER_THREAD; q++) {
+            if (G::SLOTS % G::THREADS != 0 && threadIdx.x + q * G::THREADS >= G::SLOTS) continue;
+            const int x = x0 + xx[q], k = k0 + kk[q];
+            // element j of the slot is (x + j, k) if CONTIG_X, else (x, k + j); stored at s·ld + c
+            const int s = CONTIG_X ? k : x, c = CONTIG_X ? x : k;
+            const int s_lim = CONTIG_X ? k_end : rows_x, c_lim = CONTIG_X ? rows_x : k_end;
+            if (G::V > 1 && vec && s < s_lim && c + G::V <= c_lim) {
+                unpack(r[q], *reinterpret_cast<const typename Vec<T>::type*>(p + s * ld + c));
+            } else {
+#pragma unroll
+                for (int j = 0; j < G::V; j++) r[q][j] = (s < s_lim && c + j < c_lim) ? p[s * ld + c + j] : T(0);
+            }
+        }
+    }
+
+    // Registers -> a shared stage, k-major: stage[k][x].
+    __device__ void store(const T (&r)[G::PER_THREAD][G::V], T (*stage)[G::LD]) const {
+#pragma unroll
+        for (int q = 0; q < G::PER_THREAD; q++) {
+            if (G::SLOTS % G::THREADS != 0 && threadIdx.x + q * G::THREADS >= G::SLOTS) continue;
+            if (CONTIG_X) {
+                if (G::V > 1) *reinterpret_cast<typename Vec<T>::type*>(&stage[kk[q]][xx[q]]) = pack(r[q]);
+                else stage[kk[q]][xx[q]] = r[q][0];
+            } else {
+#pragma unroll
+                for (int j = 0; j < G::V; j++) stage[kk[q] + j][xx[q]] = r[q][j];     // transposed
+            }
+        }
+    }
+};
+
+// TM consecutive elements of a shared row into registers (16 bytes at a time where aligned).
+template <typename T>
+__device__ inline void load_fragment(T* f, const T* row) {
+    using G = Gemm<T>;
+    if (G::VEC_FRAGMENT) {
+#pragma unroll
+        for (int q = 0; q < G::TM / Vec<T>::n; q++)
+            unpack(f + q * Vec<T>::n, reinterpret_cast<const typename Vec<T>::type*>(row)[q]);
+    } else {
+#pragma unroll
+        for (int i = 0; i < G::TM; i++) f[i] = row[i];
+    }
+}
+
+// The main loop: acc (this thread's TM×TM micro-tile, rows m0 + tm0 + i, columns n0 + tn0 + j) =
+// Σ over k in [k_begin, k_end) of A[m, k] B[k, n].  Every thread of the block calls it (barriers).
+template <typename T, bool A_KMAJOR, bool B_KMAJOR>
+__device__ void gemm_mainloop(const T* A, int lda, bool vec_a, const T* Bm, int ldb, bool vec_b,
+                              int M, int N, int k_begin, int k_end, int m0, int n0,
+                              T (&acc)[Gemm<T>::TM][Gemm<T>::TM]) {
+    using G = Gemm<T>;
+    __shared__ __align__(16) T As[2][BK][G::LD];     // As[s][k][m] = A[m0 + m, k0 + k] of stage s
+    __shared__ __align__(16) T Bs[2][BK][G::LD];     // Bs[s][k][n] = B[k0 + k, n0 + n]
+    const int tm0 = (threadIdx.x / G::EDGE) * G::TM, tn0 = (threadIdx.x % G::EDGE) * G::TM;
+#pragma unroll
+    for (int i = 0; i < G::TM; i++)
+#pragma unroll
+        for (int j = 0; j < G::TM; j++) acc[i][j] = T(0);
+
+    Operand<T, A_KMAJOR> a;
+    Operand<T, B_KMAJOR> b;
+    a.init(A, lda, M, vec_a);
+    b.init(Bm, ldb, N, vec_b);
+    T ra[G::PER_THREAD][G::V], rb[G::PER_THREAD][G::V];
+    const int chunks = k_end > k_begin ? (k_end - k_begin + BK - 1) / BK : 0;
+    if (chunks > 0) {
+        a.load(ra, m0, k_begin, k_end);
+        b.load(rb, n0, k_begin, k_end);
+        a.store(ra, As[0]);
+        b.store(rb, Bs[0]);
+    }
+    __syncthreads();                  // stage 0 is staged before any thread reads it
+    for (int t = 0; t < chunks; t++) {
+        const int s = t & 1;
+        const bool next = t + 1 < chunks;
+        if (next) {                   // the next chunk's loads, in flight during this chunk's FMAs
+            a.load(ra, m0, k_begin + (t + 1) * BK, k_end);
+            b.load(rb, n0, k_begin + (t + 1) * BK, k_end);
+        }
+#pragma unroll
+        for (int k = 0; k < BK; k++) {
+            T fa[G::TM], fb[G::TM];
+            load_fragment(fa, &As[s][k][tm0]);
+            load_fragment(fb, &Bs[s][k][tn0]);
+#pragma unroll
+            for (int i = 0; i < G::TM; i++)
+#pragma unroll
+                for (int j = 0; j < G::TM; j++) acc[i][j] += fa[i] * fb[j];
+        }
+        if (next) {                   // the other stage: its last readers passed the previous barrier
+            a.store(ra, As[s ^ 1]);
+            b.store(rb, Bs[s ^ 1]);
+        }
+        __syncthreads();              // stage s^1 is staged, and every thread is done reading stage s
+    }
+}
+
+// Where this thread's micro-tile starts within the block's tile.
+template <typename T>
+__device__ inline int micro_row0() { return (threadIdx.x / Gemm<T>::EDGE) * Gemm<T>::TM; }
+template <typename T>
+__device__ inline int micro_col0() { return (threadIdx.x % Gemm<T>::EDGE) * Gemm<T>::TM; }
+
+#endif  // GPUBP_GEMM_MAINLOOP_CUH

@@ -1,0 +1,95 @@
+"""The GEMM kernels as compiled (issue 21, part 2): NVRTC's cubin for sm_90, disassembled with nvdisasm
+(gpubp.cuda.sass).  Every f32 fast GEMM kernel issues at least 8 FFMA per shared-memory load
+instruction (the 4×4 tile read element by element issued 2.0-3.2) and at least 75 % of its shared loads
+are 64 or 128 bits wide; no spills on any arch is test_nvrtc's budget check."""
+import pytest
+
+from gpubp.cuda import sass
+
+needs_nvdisasm = pytest.mark.skipif(not sass.available()[0], reason=sass.available()[1])
+
+#: (family, kernel): the fast kernels on gemm_mainloop.cuh
+GEMMS = [("forward_gemm", "gemm_bias_sigmoid"), ("backward_gemm", "gemm_sigmoid_delta"),
+         ("weight_grad", "weight_grad"), ("weight_grad", "weight_grad_sgd")]
+
+
+@needs_nvdisasm
+@pytest.mark.parametrize("family, kernel", GEMMS, ids=[k for _, k in GEMMS])
+def test_f32_gemms_issue_8_ffma_per_shared_load_mostly_128_bit(family, kernel):
+    c = sass.instruction_counts(family, "sm_90")[f"{kernel}_f32"]
+    loads = c.shared_loads
+    assert sum(loads.values()) > 0, f"{kernel}_f32 issues no shared loads: {dict(c.opcodes)}"
+    assert c.ffma_per_shared_load >= 8, f"{kernel}_f32: {c.fma} FFMA / {loads} shared loads"
+    assert c.wide_shared_load_share >= 0.75, f"{kernel}_f32: shared loads by width {loads}"
+
+
+@needs_nvdisasm
+@pytest.mark.parametrize("family, kernel", GEMMS, ids=[k for _, k in GEMMS])
+def test_the_gemms_read_global_memory_16_bytes_at_a_time_where_they_may(family, kernel):
+    """The aligned path's 128-bit global loads are in every fast GEMM, f32 and f64."""
+    for dt in ("f32", "f64"):
+        c = sass.instruction_counts(family, "sm_90")[f"{kernel}_{dt}"]
+        assert c.count("LDG") and any(op.startswith("LDG") and op.endswith(".128") for op in c.opcodes), \
+            f"{kernel}_{dt}: {dict(c.opcodes)}"
+
+
+def test_the_parser_reads_nvdisasms_text():
+    text = """
+        .section .text.k_f32,"ax",@progbits
+        /*0000*/                   LDS.128 R4, [R2] ;
+        /*0010*/              @!P0 FFMA.FTZ R8, R4, R5, R8 ;
+        /*0020*/                   FFMA R9, R4, R6, R9 ;
+        /*0030*/                   LDS R3, [R2+0x10] ;
+        /*0040*/              @P1  LDG.E.128 R12, desc[UR4][R10.64] ;
+        .section .text.k_f64,"ax",@progbits
+        /*0000*/                   DFMA R4, R2, R2, R4 ;
+    """
+    counts = sass.parse(text)
+    k = counts["k_f32"]
+    assert k.fma == 2 and k.shared_loads == {128: 1, 32: 1} and k.ffma_per_shared_load == 1.0
+    assert k.wide_shared_load_share == 0.5 and k.count("LDG") == 1
+    assert counts["k_f64"].fma == 1 and counts["k_f64"].shared_loads == {}
+
+
+# -- the 16-byte global loads: decided per launch from where the arrays lie ---------------------------
+
+import numpy as np                                    # noqa: E402
+
+from gpubp import MLP                                 # noqa: E402
+from gpubp.cuda import launchers, sources             # noqa: E402
+from gpubp.cuda.dryrun import dry_run_backend, recording_kernels     # noqa: E402
+
+
+def test_vector_loads_follow_the_real_addresses():
+    """A host pointer (CuPy's device pointer alike) decides on the dry run and a GPU: a view 4 bytes into its
+    buffer, or rows of a length that is not a multiple of 4 floats, take the element-wise loads."""
+    ks = recording_kernels([])
+    buf = np.zeros(10 * 16 + 1, np.float32)
+    aligned, shifted = buf[:160].reshape(10, 16), buf[1:].reshape(10, 16)
+    assert aligned.__array_interface__["data"][0] % 16 == 0
+    W, b, a = np.zeros((16, 8), np.float32), np.zeros(8, np.float32), np.zeros((10, 8), np.float32)
+    assert launchers.prepare_gemm_bias_sigmoid(ks, aligned, W, b, a).args[-2:] == (1, 1)
+    assert launchers.prepare_gemm_bias_sigmoid(ks, shifted, W, b, a).args[-2:] == (0, 1)
+    W7, a7 = np.zeros((16, 7), np.float32), np.zeros((10, 7), np.float32)
+    assert launchers.prepare_gemm_bias_sigmoid(ks, aligned, W7, np.zeros(7, np.float32), a7).args[-2:] == (1, 0)
+    assert len(launchers.prepare_gemm_bias_sigmoid(ks, aligned, W, b, a, naive=True).args) == 7     # no flags
+
+
+def test_the_emulated_device_places_an_array_by_its_size():
+    """The emulator ends each array at a guard page, so it lies 16-byte aligned iff its size is a multiple of 16."""
+    ks = sources.emulated_kernels()
+    assert ks.aligned16(np.zeros((3, 4), np.float32)) and not ks.aligned16(np.zeros((3, 5), np.float32))
+
+
+def test_step_prepares_a_launch_for_each_alignment_of_x():
+    """step() reads the caller's X in place: an X that lies otherwise than the one the step was prepared
+    with gets a step of its own (a GPU faults on a 16-byte load from a misaligned address)."""
+    net = MLP([16, 4, 2], backend=dry_run_backend([], gemm="own"), seed=0)
+    buf = np.zeros(5 * 16 + 1, np.float32)
+    y = np.array([0, 1, 0, 1, 1])
+    net.step(buf[:80].reshape(5, 16), y, 0.1)
+    net.step(buf[1:].reshape(5, 16), y, 0.1)
+    net.step(buf[:80].reshape(5, 16), y, 0.1)
+    firsts = [next(op for op in plan.launches if op.name.startswith("gemm_bias_sigmoid")) for plan in
+              net._step_plans.values()]
+    assert [op.args[-2] for op in firsts] == [1, 0]
