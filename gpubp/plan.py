@@ -117,11 +117,12 @@ class DryStep:
             self.step.many(self.order[j * K * B:(j + 1) * K * B], self.losses[j * K:(j + 1) * K])
 
 
-def dry_step(sizes, B, loss="cross_entropy", options=None, dtype=np.float32, arch="sm_90") -> DryStep:
+def dry_step(sizes, B, loss="cross_entropy", options=None, dtype=np.float32, arch="sm_90", sms=132) -> DryStep:
     """A model on a dry-run backend for a device of ``arch``, its stepper, and one recorded launch (the first,
     which prepares it); ``log`` then holds what a second launch launched, as fit makes it."""
     log = []
-    model = MLP(sizes, loss=loss, backend=dry_run_backend(log, arch=arch, **(options or {})), dtype=dtype, seed=0)
+    model = MLP(sizes, loss=loss, backend=dry_run_backend(log, arch=arch, sms=sms, **(options or {})), dtype=dtype,
+                seed=0)
     K = (model.backend.steps_per_launch or STEPS_PER_LAUNCH) if model._fused(B, False) else 1
     X, Y = _data(model, K * B)
     step = model.stepper(X, Y, lr=0.1)
@@ -266,7 +267,7 @@ def plan(sizes, B, loss="cross_entropy", options=None, device="h100", dtype=np.f
     """The plan of one training step of ``MLP(sizes)`` on batches of ``B`` (see the module's docstring)."""
     options = dict(options or {})
     gpu = GPUS[device] if device != "current" else current_gpu()
-    dry = dry_step(sizes, B, loss, options, dtype, gpu.arch)
+    dry = dry_step(sizes, B, loss, options, dtype, gpu.arch, gpu.sms)
     itemsize = np.dtype(dtype).itemsize
     graph = bool(options.get("cuda_graph"))
     floor = FLOOR_US["graph" if graph else "eager"]

@@ -25,10 +25,11 @@
  *       with the main loop of gemm_mainloop.cuh (A = delta_next, row-major B×O, and
  *       B = W_nextᵀ, read in place from W_next (I×O) along o: both staged transposed), each
  *       thread a TM×TM micro-tile.  Epilogue: · a (1 − a), store.
- *       launch: block = (GEMM_THREADS,), grid = (ceil_div(I, TILE), ceil_div(B, TILE));
+ *       launch: block = (GEMM_THREADS,), grid = (ceil_div(I, TILE), ceil_div(B, TILE), splits)
+ *       (splits > 1: split-K over O, partial (splits×B×I) and counters its workspace);
  *       vec_d, vec_w: 1 where delta_next (W_next) may be read 16 bytes at a time (aligned
  *       pointer, O a multiple of 16 / sizeof(T)).
- *       static shared memory: 4·BK·(TILE + 16/sizeof(T))·sizeof(T) = 8.5 KiB (f32), 16.5 KiB (f64).
+ *       static shared memory: 4·BK·(TILE + 16/sizeof(T))·sizeof(T) + 4 = 4.3 KiB (f32), 8.3 KiB (f64).
  *
  * Bytes (f32): the fused kernel reads delta_next, W_next, a and writes delta:
  * 4·(B·O + I·O + 2·B·I); cuBLAS `delta_next @ W_next.T` then sigmoid_delta writes the
@@ -41,7 +42,7 @@
 #include "gemm_mainloop.cuh"  // TILE, MICRO, BK; Gemm<T>, gemm_mainloop
 
 // The register budget per thread and the launch bounds that follow from it, as in forward_gemm.cu.
-constexpr int REGS_F32 = 128, REGS_F64 = 128;
+constexpr int REGS_F32 = 168, REGS_F64 = 128;
 constexpr int MIN_BLOCKS_F32 = 65536 / (GEMM_THREADS_F32 * REGS_F32) > 0 ? 65536 / (GEMM_THREADS_F32 * REGS_F32) : 1;
 constexpr int MIN_BLOCKS_F64 = 65536 / (GEMM_THREADS_F64 * REGS_F64) > 0 ? 65536 / (GEMM_THREADS_F64 * REGS_F64) : 1;
 
@@ -63,11 +64,14 @@ __device__ void gemm_sigmoid_delta_naive(const T* delta_next, const T* W_next, c
 // fast: the product for the thread's micro-tile (the main loop), then the epilogue.
 template <typename T>
 __device__ void gemm_sigmoid_delta_fast(const T* delta_next, const T* W_next, const T* a, T* delta,
-                                        int B, int I, int O, int vec_d, int vec_w) {
+                                        int B, int I, int O, int vec_d, int vec_w, int splits, T* partial,
+                                        int* counters) {
     using G = Gemm<T>;
     const int r0 = blockIdx.y * TILE, i0 = blockIdx.x * TILE;
+    const int kc = split_chunk(O, splits), k_begin = min(O, blockIdx.z * kc), k_end = min(O, k_begin + kc);
     T acc[G::TM][G::TM];
-    gemm_mainloop<T, false, false>(delta_next, O, vec_d, W_next, O, vec_w, B, I, 0, O, r0, i0, acc);
+    gemm_mainloop<T, false, false>(delta_next, O, vec_d, W_next, O, vec_w, B, I, k_begin, k_end, r0, i0, acc);
+    if (splits > 1 && !split_fixup(acc, partial, counters, B, I, r0, i0, splits)) return;
     const int rm = r0 + micro_row0<T>(), in = i0 + micro_col0<T>();
 #pragma unroll
     for (int i = 0; i < G::TM; i++) {
@@ -86,5 +90,5 @@ __device__ void gemm_sigmoid_delta_fast(const T* delta_next, const T* W_next, co
 
 extern "C" __global__ void gemm_sigmoid_delta_naive_f32(const float* delta_next, const float* W_next, const float* a, float* delta, int B, int I, int O) { gemm_sigmoid_delta_naive(delta_next, W_next, a, delta, B, I, O); }
 extern "C" __global__ void gemm_sigmoid_delta_naive_f64(const double* delta_next, const double* W_next, const double* a, double* delta, int B, int I, int O) { gemm_sigmoid_delta_naive(delta_next, W_next, a, delta, B, I, O); }
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS_F32, MIN_BLOCKS_F32) gemm_sigmoid_delta_f32(const float* delta_next, const float* W_next, const float* a, float* delta, int B, int I, int O, int vec_d, int vec_w) { gemm_sigmoid_delta_fast(delta_next, W_next, a, delta, B, I, O, vec_d, vec_w); }
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS_F64, MIN_BLOCKS_F64) gemm_sigmoid_delta_f64(const double* delta_next, const double* W_next, const double* a, double* delta, int B, int I, int O, int vec_d, int vec_w) { gemm_sigmoid_delta_fast(delta_next, W_next, a, delta, B, I, O, vec_d, vec_w); }
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS_F32, MIN_BLOCKS_F32) gemm_sigmoid_delta_f32(const float* delta_next, const float* W_next, const float* a, float* delta, int B, int I, int O, int vec_d, int vec_w, int splits, float* partial, int* counters) { gemm_sigmoid_delta_fast(delta_next, W_next, a, delta, B, I, O, vec_d, vec_w, splits, partial, counters); }
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS_F64, MIN_BLOCKS_F64) gemm_sigmoid_delta_f64(const double* delta_next, const double* W_next, const double* a, double* delta, int B, int I, int O, int vec_d, int vec_w, int splits, double* partial, int* counters) { gemm_sigmoid_delta_fast(delta_next, W_next, a, delta, B, I, O, vec_d, vec_w, splits, partial, counters); }

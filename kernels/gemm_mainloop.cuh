@@ -22,8 +22,8 @@
  * FFMA per shared load instruction in f32 (the old 4×4 tile, read element by element: 2).
  *
  * Shared memory: two stages of As[BK][TILE + V] and Bs[BK][TILE + V], both k-major
- * (As[k][m] = A[m0 + m, k0 + k]): 2·2·BK·(TILE + V)·sizeof(T) bytes, 8.5 KiB (f32) and
- * 16.5 KiB (f64) at the defaults.  The V elements of padding keep every row 16-byte aligned and
+ * (As[k][m] = A[m0 + m, k0 + k]): 2·2·BK·(TILE + V)·sizeof(T) bytes, 4.25 KiB (f32) and
+ * 8.25 KiB (f64) at the defaults (BK = 4).  The V elements of padding keep every row 16-byte aligned and
  * put the rows a transposing store writes (k and k + V) in different banks.
  *
  * The loop, a chunk of BK at a time: the next chunk's global loads are issued into registers
@@ -35,8 +35,13 @@
  * inside the matrix; element by element, zero-filled past M, N or k_end, otherwise.  The tile
  * coordinates of a thread's loads are fixed for the launch; each chunk adds BK to one of them.
  *
- * Indices are 32-bit: the launchers require M·K, K·N and M·N <= 2^31 − 1 and k_end + BK, M + TILE,
- * N + TILE below 2^31.
+ * Split-K (split_fixup): where a launch's output tiles alone would leave most SMs idle, the launcher
+ * splits each tile's reduction over gridDim.z blocks; each writes its partial sums to a workspace and
+ * the last of a tile's blocks to finish (an int counter a tile) adds them in a fixed order and applies
+ * the epilogue once.
+ *
+ * Indices are 32-bit: the launchers require M·K, K·N and splits·M·N <= 2^31 − 1 and k_end + BK,
+ * M + TILE, N + TILE below 2^31.
  */
 #ifndef GPUBP_GEMM_MAINLOOP_CUH
 #define GPUBP_GEMM_MAINLOOP_CUH
@@ -48,7 +53,7 @@
 #define MICRO 8     // edge of the micro-tile one thread computes in f32 (f64: MICRO / 2)
 #endif
 #ifndef BK
-#define BK 8        // k staged in shared memory per chunk
+#define BK 4        // k staged in shared memory per chunk (8 spills the f32 tile on sm_100)
 #endif
 
 // 16 bytes of T, and how they unpack into registers.
@@ -204,6 +209,56 @@ __device__ void gemm_mainloop(const T* A, int lda, bool vec_a, const T* Bm, int 
         }
         __syncthreads();              // stage s^1 is staged, and every thread is done reading stage s
     }
+}
+
+// Split-K (blockIdx.z of gridDim.z = splits): where a launch has too few output tiles to fill the GPU, each
+// tile's reduction is split into `splits` ranges of split_chunk(K, splits) (a multiple of BK), one block
+// each.  The k-range of this block:
+__device__ inline int split_chunk(int K, int splits) { return ((K + splits - 1) / splits + BK - 1) / BK * BK; }
+
+// After the main loop of a split block: its partial sums go to partial[z][r][c] (rows M, columns N); the
+// last block of the tile to arrive (an int counter a tile, counters[tile], zero between launches) sums
+// the `splits` partials of every element of the tile in the order z = 0, 1, … into partial[0] (its
+// threads striding over the tile: few registers live), whichever block arrived last, so the result has
+// the same bits every run (no float atomics); it reloads its micro-tile from there, resets the counter
+// and returns true: it applies the epilogue.  The others return false.  Every thread of the block calls
+// it (barriers).
+template <typename T>
+__device__ bool split_fixup(T (&acc)[Gemm<T>::TM][Gemm<T>::TM], T* partial, int* counters, int M, int N,
+                            int m0, int n0, int splits) {
+    using G = Gemm<T>;
+    __shared__ int last;
+    const int rm = m0 + (threadIdx.x / G::EDGE) * G::TM, cn = n0 + (threadIdx.x % G::EDGE) * G::TM;
+    T* mine = partial + blockIdx.z * M * N;
+#pragma unroll
+    for (int i = 0; i < G::TM; i++)
+#pragma unroll
+        for (int j = 0; j < G::TM; j++)
+            if (rm + i < M && cn + j < N) mine[(rm + i) * N + cn + j] = acc[i][j];
+    __threadfence();                  // this block's partials are visible to the block that sums them
+    __syncthreads();                  // ... every thread's, before thread 0 counts the block in
+    if (threadIdx.x == 0) {
+        int* counter = counters + blockIdx.y * gridDim.x + blockIdx.x;
+        last = atomicAdd(counter, 1) == splits - 1;
+        if (last) *counter = 0;       // ready for the next launch (every other block has counted)
+    }
+    __syncthreads();                  // `last` is written before any thread reads it
+    if (!last) return false;
+    __threadfence();                  // the other blocks' partials, as they made them visible
+    for (int e = threadIdx.x; e < TILE * TILE; e += G::THREADS) {
+        const int r = m0 + e / TILE, c = n0 + e % TILE;
+        if (r >= M || c >= N) continue;
+        T sum = partial[r * N + c];
+        for (int z = 1; z < splits; z++) sum += partial[(z * M + r) * N + c];
+        partial[r * N + c] = sum;
+    }
+    __syncthreads();                  // the tile's sums are in partial[0] before any thread reloads its own
+#pragma unroll
+    for (int i = 0; i < G::TM; i++)
+#pragma unroll
+        for (int j = 0; j < G::TM; j++)
+            acc[i][j] = rm + i < M && cn + j < N ? partial[(rm + i) * N + cn + j] : T(0);
+    return true;
 }
 
 // Where this thread's micro-tile starts within the block's tile.

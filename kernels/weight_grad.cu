@@ -36,10 +36,11 @@
  *       delta after the main loop (db[o] = scale · Σ_r delta[r, o]).  Epilogue: scale (and the
  *       decay, momentum and update of weight_grad_sgd), store.
  *       launch: block = (GEMM_THREADS,) (64 f32, 256 f64 at the defaults),
- *       grid = (ceil_div(O, TILE), ceil_div(I, TILE)), grid.y at least 1 as above; vec_a,
+ *       grid = (ceil_div(O, TILE), ceil_div(I, TILE), splits), grid.y at least 1 as above
+ *       (splits > 1: split-K over the batch, partial (splits×I×O) and counters its workspace); vec_a,
  *       vec_d: 1 where a_prev (delta) may be read 16 bytes at a time (aligned pointer, I (O) a
  *       multiple of 16 / sizeof(T)).
- *       static shared memory: 4·BK·(TILE + 16/sizeof(T))·sizeof(T) = 8.5 KiB (f32), 16.5 KiB (f64).
+ *       static shared memory: 4·BK·(TILE + 16/sizeof(T))·sizeof(T) + 4 = 4.3 KiB (f32), 8.3 KiB (f64).
  *
  * Bytes per element of W (f32): weight_grad writes dW (4 B) and, with db fused, reads delta
  * once instead of twice (cuBLAS `a_prev.T @ delta` then `delta.sum(0)`, then `*= scale`: 8 B more per
@@ -57,12 +58,12 @@
 
 #include "gemm_mainloop.cuh"  // TILE, MICRO, BK; Gemm<T>, gemm_mainloop
 
-// The register budget of the fast kernels, per thread: <= 128 registers (an 8×8 f32 or 4×4 f64
-// accumulator tile, its fragments and a chunk's staged loads); gpubp.cuda.launchers.SPECS states the
-// same budget.  The launch bounds follow from it and the tile: as many blocks of GEMM_THREADS as that
-// many registers per thread leave room for in an SM's 64K registers (8 f32 blocks of 64 threads, 2 f64
-// blocks of 256 at the defaults).
-constexpr int REGS_F32 = 128, REGS_F64 = 128;
+// The register budget of the fast kernels, per thread: <= 168 registers in f32 (an 8×8 accumulator tile,
+// its fragments, a chunk's staged loads; capped at 128 it spilled on sm_100 and sm_120), <= 128 in f64 (4×4);
+// gpubp.cuda.launchers.SPECS states the same budget.  The launch bounds follow from it and the tile: as
+// many blocks of GEMM_THREADS as that many registers per thread leave room for in an SM's 64K registers
+// (6 f32 blocks of 64 threads, 2 f64 blocks of 256 at the defaults).
+constexpr int REGS_F32 = 168, REGS_F64 = 128;
 constexpr int MIN_BLOCKS_F32 = 65536 / (GEMM_THREADS_F32 * REGS_F32) > 0 ? 65536 / (GEMM_THREADS_F32 * REGS_F32) : 1;
 constexpr int MIN_BLOCKS_F64 = 65536 / (GEMM_THREADS_F64 * REGS_F64) > 0 ? 65536 / (GEMM_THREADS_F64 * REGS_F64) : 1;
 
@@ -118,11 +119,14 @@ __device__ void weight_grad_sgd_naive(const T* a_prev, const T* delta, T* W, T* 
 // columns.
 template <typename T, typename Store, typename StoreBias>
 __device__ inline void outer_products(const T* a_prev, const T* delta, int B, int I, int O, int vec_a, int vec_d,
-                                      bool with_db, Store store, StoreBias store_bias) {
+                                      int splits, T* partial, int* counters, bool with_db, Store store,
+                                      StoreBias store_bias) {
     using G = Gemm<T>;
     const int i0 = blockIdx.y * TILE, o0 = blockIdx.x * TILE;
+    const int kc = split_chunk(B, splits), k_begin = min(B, blockIdx.z * kc), k_end = min(B, k_begin + kc);
     T acc[G::TM][G::TM];
-    gemm_mainloop<T, true, true>(a_prev, I, vec_a, delta, O, vec_d, I, O, 0, B, i0, o0, acc);
+    gemm_mainloop<T, true, true>(a_prev, I, vec_a, delta, O, vec_d, I, O, k_begin, k_end, i0, o0, acc);
+    if (splits > 1 && !split_fixup(acc, partial, counters, I, O, i0, o0, splits)) return;
     const int im = i0 + micro_row0<T>(), on = o0 + micro_col0<T>();
 #pragma unroll
     for (int i = 0; i < G::TM; i++) {
@@ -139,26 +143,27 @@ __device__ inline void outer_products(const T* a_prev, const T* delta, int B, in
 
 template <typename T>
 __device__ void weight_grad_fast(const T* a_prev, const T* delta, T* dW, T* db, int B, int I, int O, T scale,
-                                 int vec_a, int vec_d) {
-    outer_products(a_prev, delta, B, I, O, vec_a, vec_d, db != nullptr,
+                                 int vec_a, int vec_d, int splits, T* partial, int* counters) {
+    outer_products(a_prev, delta, B, I, O, vec_a, vec_d, splits, partial, counters, db != nullptr,
                    [&](int k, T sum) { dW[k] = scale * sum; },
                    [&](int o, T sum) { db[o] = scale * sum; });
 }
 
 template <typename T>
 __device__ void weight_grad_sgd_fast(const T* a_prev, const T* delta, T* W, T* b, T* vW, T* vb, int B, int I, int O,
-                                     T scale, T eta, T lmbda, T mu, int vec_a, int vec_d) {
-    outer_products(a_prev, delta, B, I, O, vec_a, vec_d, true,
+                                     T scale, T eta, T lmbda, T mu, int vec_a, int vec_d, int splits, T* partial,
+                                     int* counters) {
+    outer_products(a_prev, delta, B, I, O, vec_a, vec_d, splits, partial, counters, true,
                    [&](int k, T sum) { sgd_step(W, vW, k, scale * sum + lmbda * W[k], eta, mu); },
                    [&](int o, T sum) { sgd_step(b, vb, o, scale * sum, eta, mu); });
 }
 
 extern "C" __global__ void weight_grad_naive_f32(const float* a_prev, const float* delta, float* dW, float* db, int B, int I, int O, float scale) { weight_grad_naive(a_prev, delta, dW, db, B, I, O, scale); }
 extern "C" __global__ void weight_grad_naive_f64(const double* a_prev, const double* delta, double* dW, double* db, int B, int I, int O, double scale) { weight_grad_naive(a_prev, delta, dW, db, B, I, O, scale); }
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS_F32, MIN_BLOCKS_F32) weight_grad_f32(const float* a_prev, const float* delta, float* dW, float* db, int B, int I, int O, float scale, int vec_a, int vec_d) { weight_grad_fast(a_prev, delta, dW, db, B, I, O, scale, vec_a, vec_d); }
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS_F64, MIN_BLOCKS_F64) weight_grad_f64(const double* a_prev, const double* delta, double* dW, double* db, int B, int I, int O, double scale, int vec_a, int vec_d) { weight_grad_fast(a_prev, delta, dW, db, B, I, O, scale, vec_a, vec_d); }
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS_F32, MIN_BLOCKS_F32) weight_grad_f32(const float* a_prev, const float* delta, float* dW, float* db, int B, int I, int O, float scale, int vec_a, int vec_d, int splits, float* partial, int* counters) { weight_grad_fast(a_prev, delta, dW, db, B, I, O, scale, vec_a, vec_d, splits, partial, counters); }
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS_F64, MIN_BLOCKS_F64) weight_grad_f64(const double* a_prev, const double* delta, double* dW, double* db, int B, int I, int O, double scale, int vec_a, int vec_d, int splits, double* partial, int* counters) { weight_grad_fast(a_prev, delta, dW, db, B, I, O, scale, vec_a, vec_d, splits, partial, counters); }
 
 extern "C" __global__ void weight_grad_sgd_naive_f32(const float* a_prev, const float* delta, float* W, float* b, float* vW, float* vb, int B, int I, int O, float scale, float eta, float lmbda, float mu) { weight_grad_sgd_naive(a_prev, delta, W, b, vW, vb, B, I, O, scale, eta, lmbda, mu); }
 extern "C" __global__ void weight_grad_sgd_naive_f64(const double* a_prev, const double* delta, double* W, double* b, double* vW, double* vb, int B, int I, int O, double scale, double eta, double lmbda, double mu) { weight_grad_sgd_naive(a_prev, delta, W, b, vW, vb, B, I, O, scale, eta, lmbda, mu); }
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS_F32, MIN_BLOCKS_F32) weight_grad_sgd_f32(const float* a_prev, const float* delta, float* W, float* b, float* vW, float* vb, int B, int I, int O, float scale, float eta, float lmbda, float mu, int vec_a, int vec_d) { weight_grad_sgd_fast(a_prev, delta, W, b, vW, vb, B, I, O, scale, eta, lmbda, mu, vec_a, vec_d); }
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS_F64, MIN_BLOCKS_F64) weight_grad_sgd_f64(const double* a_prev, const double* delta, double* W, double* b, double* vW, double* vb, int B, int I, int O, double scale, double eta, double lmbda, double mu, int vec_a, int vec_d) { weight_grad_sgd_fast(a_prev, delta, W, b, vW, vb, B, I, O, scale, eta, lmbda, mu, vec_a, vec_d); }
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS_F32, MIN_BLOCKS_F32) weight_grad_sgd_f32(const float* a_prev, const float* delta, float* W, float* b, float* vW, float* vb, int B, int I, int O, float scale, float eta, float lmbda, float mu, int vec_a, int vec_d, int splits, float* partial, int* counters) { weight_grad_sgd_fast(a_prev, delta, W, b, vW, vb, B, I, O, scale, eta, lmbda, mu, vec_a, vec_d, splits, partial, counters); }
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS_F64, MIN_BLOCKS_F64) weight_grad_sgd_f64(const double* a_prev, const double* delta, double* W, double* b, double* vW, double* vb, int B, int I, int O, double scale, double eta, double lmbda, double mu, int vec_a, int vec_d, int splits, double* partial, int* counters) { weight_grad_sgd_fast(a_prev, delta, W, b, vW, vb, B, I, O, scale, eta, lmbda, mu, vec_a, vec_d, splits, partial, counters); }

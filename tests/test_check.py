@@ -31,7 +31,7 @@ def test_cpu_check_passes_and_reports_every_part(tmp_path, capsys):
     assert status["nvrtc"] in ("PASS", "NOT RUN")
     assert status["pytest"] == status["sanitizers"] == status["bench"] == "NOT RUN"
     kernels = next(p for p in data["parts"] if p["name"] == "kernels")
-    assert len(kernels["rows"]) == 4 * len(check_kernels.CHECKS) == 48 and all(r["passed"] and r["shapes"] >= 20 for r in kernels["rows"])
+    assert len(kernels["rows"]) == 4 * len(check_kernels.CHECKS) == 64 and all(r["passed"] and r["shapes"] >= 20 for r in kernels["rows"])
     assert {r["version"] for r in kernels["rows"]} == {"naive", "fast"}
     files = list(tmp_path.iterdir())
     assert sorted(f.name for f in files) == ["check.json", "check.md"]

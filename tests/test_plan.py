@@ -53,10 +53,12 @@ def test_plan_lists_exactly_what_a_step_launches_on_the_emulated_device(sizes, B
         assert [q.name for q in planned.launches if q.kind == "array"] == calls
 
 
-def test_the_first_layer_forward_of_the_seed_network_is_one_block_on_132_sms():
+def test_the_first_layer_forward_of_the_seed_network_is_split_over_13_blocks_of_132_sms():
+    """One output tile (10 × 30) with a reduction of 784: it was one block walking all of it (issue 19's
+    plan showed it); split-K gives 13 blocks of 64 k each (gpubp.cuda.launchers.gemm_splits)."""
     p = gplan.plan([784, 30, 10], 10, options={"gemm": "own"}, device="h100", measure=False)
     first = next(q for q in p.launches if q.name == "gemm_bias_sigmoid_f32")
-    assert first.blocks == 1 and first.sm_fill == pytest.approx(1 / 132)
+    assert first.grid == (1, 1, 13) and first.blocks == 13 and first.sm_fill == pytest.approx(13 / 132)
     assert first.flops == 2 * 10 * 784 * 30 + 4 * 10 * 30                  # launchers.SPECS' napkin at (10, 784, 30)
     assert first.bytes == (10 * 784 + 784 * 30 + 30 + 10 * 30) * 4
     names = [q.name for q in p.launches]
@@ -204,3 +206,18 @@ def test_the_gpu_table_has_its_sources():
         assert gpu.sms > 0 and gpu.fp32_tflops > 0 and gpu.bandwidth_gbs > 0 and gpu.source
         assert gpu.arch in __import__("gpubp.cuda.nvrtc", fromlist=["SMS"]).SMS
     assert sources.kernel_names("gather")
+
+
+@pytest.mark.parametrize("options", [{"gemm": "own", "fused_step": False}, {"fused_step": False}],
+                         ids=["own GEMMs", "cuBLAS GEMMs"])
+@pytest.mark.parametrize("sizes, B", [([784, 30, 10], 10), ([784, 256, 256, 10], 128), ([784, 1024, 1024, 10], 512)],
+                         ids=["small", "mid", "large"])
+def test_every_gemm_launch_of_the_bench_nets_has_enough_blocks_for_132_sms(sizes, B, options):
+    """Issue 21's target, as gpubp plan shows it for a 132-SM GPU: each of gpubp's GEMM launches has at
+    least min(132, FLOPs / 2 MFLOP) blocks (split-K where its output tiles alone are fewer: the mid net's
+    first layer, 8 tiles for 51 MFLOP, runs 32 blocks)."""
+    p = gplan.plan(sizes, B, options=options, device="h100", measure=False)
+    gemms = [q for q in p.launches if q.name.startswith(("gemm_bias_sigmoid", "gemm_sigmoid_delta", "weight_grad"))]
+    assert gemms
+    for q in gemms:
+        assert q.blocks >= min(132, q.flops / 2e6), f"{q.name} {q.grid}: {q.blocks} blocks for {q.flops / 1e6:.1f} MFLOP"

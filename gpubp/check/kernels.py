@@ -112,8 +112,27 @@ def bias_sigmoid(dev: Device, dtype, naive: bool) -> int:
 
 # -- forward_gemm.cu, backward_gemm.cu ------------------------------------------------------------
 
-def gemm_bias_sigmoid(dev: Device, dtype, naive: bool) -> int:
-    """a = σ(a_prev W + b) on the weight-gradient shapes read as (B, I, O), z pushed into both tails."""
+def split_workspace(dev: Device, family: str, M: int, N: int, splits: int, dtype, naive: bool) -> dict:
+    """The split-K arguments of a fast GEMM launch (none for the naive kernels or splits = 1): partial
+    NaN-poisoned, counters zero (the launch must leave them zero)."""
+    if naive or splits == 1:
+        return {}
+    tile = dev.ks.param(family, "TILE")
+    tiles = launchers.ceil_div(M, tile) * launchers.ceil_div(N, tile)
+    return {"splits": splits, "partial": dev.put(nan_like((splits, M, N), dtype)),
+            "counters": dev.put(np.zeros(tiles, np.int32))}
+
+
+def _counters_reset(split: dict, what: str) -> None:
+    if split:
+        counters = split["counters"]
+        counters = counters.get() if hasattr(counters, "get") else counters
+        assert not np.asarray(counters).any(), f"{what}: split-K counters not reset to 0: {counters}"
+
+
+def gemm_bias_sigmoid(dev: Device, dtype, naive: bool, splits: int = 1) -> int:
+    """a = σ(a_prev W + b) on the weight-gradient shapes read as (B, I, O), z pushed into both tails;
+    ``splits`` > 1: split-K (the naive kernel has none)."""
     rng = np.random.default_rng(10)
     for B, I, O in WG_SHAPES:
         a_prev = rng.uniform(0.0, 1.0, (B, I)).astype(dtype)
@@ -123,12 +142,14 @@ def gemm_bias_sigmoid(dev: Device, dtype, naive: bool) -> int:
         expected = np.empty((B, O))
         reference.gemm_bias_sigmoid(a_prev, W, b, expected)
         a = dev.put(nan_like((B, O), dtype))
-        launchers.gemm_bias_sigmoid(dev.ks, dev.put(a_prev), dev.put(W), dev.put(b), a, naive=naive)
-        assert_close(a, expected, dtype, what=f"gemm_bias_sigmoid a {(B, I, O)}")
+        split = split_workspace(dev, "forward_gemm", B, O, splits, dtype, naive)
+        launchers.gemm_bias_sigmoid(dev.ks, dev.put(a_prev), dev.put(W), dev.put(b), a, naive=naive, **split)
+        assert_close(a, expected, dtype, what=f"gemm_bias_sigmoid a {(B, I, O)}{' split ' + str(splits) if split else ''}")
+        _counters_reset(split, f"gemm_bias_sigmoid {(B, I, O)}")
     return len(WG_SHAPES)
 
 
-def gemm_sigmoid_delta(dev: Device, dtype, naive: bool) -> int:
+def gemm_sigmoid_delta(dev: Device, dtype, naive: bool, splits: int = 1) -> int:
     """delta = (delta_next W_nextᵀ) ⊙ a(1 − a), shapes (B, I, O) with W_next I×O; also in place over a."""
     rng = np.random.default_rng(11)
     for B, I, O in WG_SHAPES:
@@ -139,10 +160,12 @@ def gemm_sigmoid_delta(dev: Device, dtype, naive: bool) -> int:
         reference.gemm_sigmoid_delta(delta_next, W_next, a, expected)
         dn, Wn = dev.put(delta_next), dev.put(W_next)
         delta = dev.put(nan_like((B, I), dtype))
-        launchers.gemm_sigmoid_delta(dev.ks, dn, Wn, dev.put(a), delta, naive=naive)
-        assert_close(delta, expected, dtype, what=f"gemm_sigmoid_delta {(B, I, O)}")
+        split = split_workspace(dev, "backward_gemm", B, I, splits, dtype, naive)
+        launchers.gemm_sigmoid_delta(dev.ks, dn, Wn, dev.put(a), delta, naive=naive, **split)
+        assert_close(delta, expected, dtype, what=f"gemm_sigmoid_delta {(B, I, O)}{' split ' + str(splits) if split else ''}")
+        _counters_reset(split, f"gemm_sigmoid_delta {(B, I, O)}")
         a_dev = dev.put(a)                       # in place: delta is a
-        launchers.gemm_sigmoid_delta(dev.ks, dn, Wn, a_dev, a_dev, naive=naive)
+        launchers.gemm_sigmoid_delta(dev.ks, dn, Wn, a_dev, a_dev, naive=naive, **split)
         assert_close(a_dev, expected, dtype, what=f"gemm_sigmoid_delta in place {(B, I, O)}")
     return len(WG_SHAPES)
 
@@ -201,7 +224,7 @@ def layer(rng, B, I, O, dtype):
     return rng.uniform(0.0, 1.0, (B, I)).astype(dtype), rng.normal(0.0, 0.5, (B, O)).astype(dtype)
 
 
-def weight_grad(dev: Device, dtype, naive: bool) -> int:
+def weight_grad(dev: Device, dtype, naive: bool, splits: int = 1) -> int:
     rng = np.random.default_rng(4)
     for B, I, O in WG_SHAPES:
         a_prev, delta = layer(rng, B, I, O, dtype)
@@ -211,17 +234,19 @@ def weight_grad(dev: Device, dtype, naive: bool) -> int:
         a_prev_dev, delta_dev = dev.put(a_prev), dev.put(delta)
 
         dW, db = dev.put(nan_like((I, O), dtype)), dev.put(nan_like(O, dtype))
-        launchers.weight_grad(dev.ks, a_prev_dev, delta_dev, dW, db, scale=scale, naive=naive)
-        assert_close(dW, expected_dW, dtype, what=f"weight_grad dW {(B, I, O)}")
+        split = split_workspace(dev, "weight_grad", I, O, splits, dtype, naive)
+        launchers.weight_grad(dev.ks, a_prev_dev, delta_dev, dW, db, scale=scale, naive=naive, **split)
+        assert_close(dW, expected_dW, dtype, what=f"weight_grad dW {(B, I, O)}{' split ' + str(splits) if split else ''}")
         assert_close(db, expected_db, dtype, what=f"weight_grad db {(B, I, O)}")
+        _counters_reset(split, f"weight_grad {(B, I, O)}")
 
         dW = dev.put(nan_like((I, O), dtype))  # db=None: dW alone
-        launchers.weight_grad(dev.ks, a_prev_dev, delta_dev, dW, scale=scale, naive=naive)
+        launchers.weight_grad(dev.ks, a_prev_dev, delta_dev, dW, scale=scale, naive=naive, **split)
         assert_close(dW, expected_dW, dtype, what=f"weight_grad dW without db {(B, I, O)}")
     return len(WG_SHAPES)
 
 
-def weight_grad_sgd(dev: Device, dtype, naive: bool, momentum: bool) -> int:
+def weight_grad_sgd(dev: Device, dtype, naive: bool, momentum: bool, splits: int = 1) -> int:
     rng = np.random.default_rng(5)
     hyper = dict(eta=0.5, lmbda=1e-3, mu=0.9) if momentum else dict(eta=0.5)
     for B, I, O in WG_SHAPES:
@@ -233,8 +258,10 @@ def weight_grad_sgd(dev: Device, dtype, naive: bool, momentum: bool) -> int:
         reference.weight_grad_sgd(a_prev, delta, *expected, scale=1.0 / B, **hyper)
 
         params = [None if x is None else dev.put(x) for x in (W, b, vW, vb)]
+        split = split_workspace(dev, "weight_grad", I, O, splits, dtype, naive)
         launchers.weight_grad_sgd(dev.ks, dev.put(a_prev), dev.put(delta), *params, scale=1.0 / B, naive=naive,
-                                  **hyper)
+                                  **hyper, **split)
+        _counters_reset(split, f"weight_grad_sgd {(B, I, O)}")
         for name, actual, want in zip(("W", "b", "vW", "vb"), params, expected):
             if want is not None:
                 assert_close(actual, want, dtype, what=f"weight_grad_sgd {name} {(B, I, O)}")
@@ -295,6 +322,11 @@ CHECKS = [
     ("weight_grad_sgd", weight_grad_sgd, {"momentum": False}),
     ("weight_grad_sgd momentum+decay", weight_grad_sgd, {"momentum": True}),
     *[(kernel, fused_step, {"kernel": kernel}) for kernel in ("fused_step_mse", "fused_step_ce")],
+    # split-K (3 blocks a tile: on the small shapes some get an empty range of k), the fast kernels
+    ("gemm_bias_sigmoid split-K", gemm_bias_sigmoid, {"splits": 3}),
+    ("gemm_sigmoid_delta split-K", gemm_sigmoid_delta, {"splits": 3}),
+    ("weight_grad split-K", weight_grad, {"splits": 3}),
+    ("weight_grad_sgd split-K momentum+decay", weight_grad_sgd, {"momentum": True, "splits": 3}),
 ]
 
 

@@ -139,6 +139,7 @@ class KernelBackend(ArrayBackend):
         self.capture_calls = {}          # key -> the array-module calls a checked step made (emulated cuda_graph)
         self._eager_once = set()
         self._recording = None           # the ops of the step being recorded (see record), else None
+        self._counters = {}              # tiles -> the split-K counters (int32 zeros) of launches with that many
 
     #: steps on this backend are recorded once and replayed (gpubp.cuda.prepared)
     prepares = True
@@ -277,6 +278,24 @@ class KernelBackend(ArrayBackend):
         """x = X[idx], y = Y[idx] in one launch (gather.cu)."""
         self._submit(launchers.prepare_gather_rows(self.ks, X, Y, idx, x, y, naive=self.naive))
 
+    # -- split-K workspace for the fast GEMMs ----------------------------------------
+    def _split(self, family, M, N, K, dtype) -> dict:
+        """The split-K arguments of a fast GEMM launch of an M×N output with reduction K: ``gemm_splits`` of
+        this device, and the workspace (a scratch partial per shape, an int32 zero a tile shared by the
+        launches: each launch leaves its counters zero)."""
+        if self.naive:
+            return {}
+        splits = launchers.gemm_splits(self.ks, family, M, N, K)
+        if splits == 1:
+            return {}
+        tile = self.ks.param(family, "TILE")
+        tiles = launchers.ceil_div(M, tile) * launchers.ceil_div(N, tile)
+        counters = self._counters.get(tiles)
+        if counters is None:
+            counters = self._counters[tiles] = self.xp.zeros(tiles, dtype=np.int32)
+        return {"splits": splits, "partial": self._scratch((splits, M, N), np.dtype(dtype), "split-K partial"),
+                "counters": counters}
+
     # -- feedforward ---------------------------------------------------------
     def bias_sigmoid(self, z, b):
         self._submit(launchers.prepare_bias_sigmoid(self.ks, z, b, naive=self.naive))
@@ -284,12 +303,15 @@ class KernelBackend(ArrayBackend):
     def feedforward(self, a_prev, W, b, a):
         if self.gemm != "own":
             return super().feedforward(a_prev, W, b, a)
-        self._submit(launchers.prepare_gemm_bias_sigmoid(self.ks, a_prev, W, b, a, naive=self.naive))
+        self._submit(launchers.prepare_gemm_bias_sigmoid(self.ks, a_prev, W, b, a, naive=self.naive,
+                                                         **self._split("forward_gemm", *a.shape, W.shape[0], a.dtype)))
 
     def backprop(self, delta_next, W_next, a, delta):
         if self.gemm != "own":
             return super().backprop(delta_next, W_next, a, delta)
-        self._submit(launchers.prepare_gemm_sigmoid_delta(self.ks, delta_next, W_next, a, delta, naive=self.naive))
+        self._submit(launchers.prepare_gemm_sigmoid_delta(self.ks, delta_next, W_next, a, delta, naive=self.naive,
+                                                          **self._split("backward_gemm", *delta.shape, W_next.shape[1],
+                                                                        delta.dtype)))
 
     # -- backward --------------------------------------------------------------
     def check_cost(self, cost):
@@ -314,13 +336,15 @@ class KernelBackend(ArrayBackend):
     def weight_grad(self, a_prev, delta, dW, db, scale=1.0):
         if self.cublas_weight_grad:
             return self._submit(OpCall(super().weight_grad, (a_prev, delta, dW, db, scale), {}))
-        self._submit(launchers.prepare_weight_grad(self.ks, a_prev, delta, dW, db, scale=scale, naive=self.naive))
+        self._submit(launchers.prepare_weight_grad(self.ks, a_prev, delta, dW, db, scale=scale, naive=self.naive,
+                                                   **self._split("weight_grad", *dW.shape, a_prev.shape[0], dW.dtype)))
 
     def weight_grad_sgd(self, a_prev, delta, W, b, vW=None, vb=None, *, scale=1.0, eta, lmbda=0.0, mu=0.0):
         if not self.fused_update or self.cublas_weight_grad:
             return super().weight_grad_sgd(a_prev, delta, W, b, vW, vb, scale=scale, eta=eta, lmbda=lmbda, mu=mu)
         self._submit(launchers.prepare_weight_grad_sgd(self.ks, a_prev, delta, W, b, vW, vb, scale=scale, eta=eta,
-                                                       lmbda=lmbda, mu=mu, naive=self.naive))
+                                                       lmbda=lmbda, mu=mu, naive=self.naive,
+                                                       **self._split("weight_grad", *W.shape, a_prev.shape[0], W.dtype)))
 
 
 class _Recorder:

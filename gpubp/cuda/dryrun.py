@@ -55,11 +55,12 @@ class _RecordingModule:
         return kernel
 
 
-def recording_kernels(log: list, defines=None, arch: str = archs.DEFAULT_EMULATED) -> sources.KernelSet:
+def recording_kernels(log: list, defines=None, arch: str = archs.DEFAULT_EMULATED, sms: int = 132) -> sources.KernelSet:
     """A KernelSet whose kernels launch nothing and append their call to ``log``, for a device of ``arch``
-    (its per-block shared-memory ceiling decides what a launch may take)."""
+    with ``sms`` SMs (its per-block shared-memory ceiling decides what a launch may take, its SMs how far a
+    GEMM's reduction is split)."""
     return sources.KernelSet("dry-run", lambda family, options: _RecordingModule(log),
-                             sources.normalize_defines(defines), arch=arch)
+                             sources.normalize_defines(defines), arch=arch, sms=sms)
 
 
 class _NoOpArrays:
@@ -102,8 +103,8 @@ class DryRunBackend(KernelBackend):
     #: its GEMMs stand for cuBLAS's: gpubp sets no BLAS threads for them (gpubp.blas)
     host_blas = False
 
-    def __init__(self, log, defines=None, arch=archs.DEFAULT_EMULATED, **options):
-        super().__init__("dry-run", np, recording_kernels(log, defines, arch), **options)
+    def __init__(self, log, defines=None, arch=archs.DEFAULT_EMULATED, sms=132, **options):
+        super().__init__("dry-run", np, recording_kernels(log, defines, arch, sms), **options)
         self.log = log
 
     def empty(self, shape, dtype):
@@ -121,9 +122,9 @@ class DryRunBackend(KernelBackend):
             self.xp = real
 
 
-def dry_run_backend(log: list, arch: str = archs.DEFAULT_EMULATED, **options) -> DryRunBackend:
-    """A dry-run kernel backend for a device of ``arch`` with the kernel backends' options (gemm, fused_update,
-    fused_step, …, defines)."""
+def dry_run_backend(log: list, arch: str = archs.DEFAULT_EMULATED, sms: int = 132, **options) -> DryRunBackend:
+    """A dry-run kernel backend for a device of ``arch`` with ``sms`` SMs, with the kernel backends' options
+    (gemm, fused_update, fused_step, …, defines)."""
     from .backend import check_options
     check_options(dict(options))
-    return DryRunBackend(log, arch=arch, **options)
+    return DryRunBackend(log, arch=arch, sms=sms, **options)

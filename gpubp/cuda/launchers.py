@@ -111,14 +111,18 @@ def gemm_threads(tunables, size) -> int:
 
 def _gemm(tunables, size):
     """The main loop of gemm_mainloop.cuh keeps an 8×8 (f32) or 4×4 (f64) accumulator tile a thread, its two
-    fragments and a chunk's staged loads: <= 128 registers, as its __launch_bounds__ say (8 blocks of 64
-    threads per SM in f32, 2 of 256 in f64: 25 % on sm_80, the price of 16 FFMA per shared load); two stages
-    of both operands in shared memory, each row padded by 16 bytes.  The naive kernel (one dot product per
+    fragments and a chunk's staged loads, as its __launch_bounds__ say: <= 168 registers in f32 (6 blocks of 64
+    threads per SM, 19 % on sm_80, at worst: the kernels take 123-147; capped at 128 the f32 tile spilled on
+    sm_100 and sm_120), <= 128 in f64 (2 blocks of 256, 25 %), the price of 16 FFMA per shared load; two stages of both operands in shared memory, each
+    row padded by 16 bytes.  The naive kernel (one dot product per
     thread) may take 64 (50 % on sm_80)."""
     tile, bk, vec = tunables["TILE"], tunables["BK"], 16 // size
     pad = vec if tile % vec == 0 and bk % vec == 0 else 1
     smem = 2 * 2 * bk * (tile + pad) * size
-    fast = Budget(gemm_threads(tunables, size), 128, smem, 0.25)
+    if size == 4:        # 6 blocks of 64 threads at 168: 12 warps of 64 on sm_80
+        fast = Budget(gemm_threads(tunables, size), 168, smem + 4, 0.1875)   # + split_fixup's flag
+    else:
+        fast = Budget(gemm_threads(tunables, size), 128, smem + 4, 0.25)
     return fast, Budget(NAIVE_WG_BLOCK[0] * NAIVE_WG_BLOCK[1], 64, 0, 0.5)
 
 
@@ -264,6 +268,54 @@ def _vec(ks: KernelSet, x, ld: int) -> np.int32:
     device 16-byte aligned (``ks.aligned16``) and ``ld`` a multiple of 16 / itemsize, so that every row
     starts aligned; else 0 (element-wise loads)."""
     return np.int32(1 if ks.aligned16(x) and ld % (16 // x.dtype.itemsize) == 0 else 0)
+
+
+#: split-K (gemm_mainloop.cuh): a GEMM launch gets at least min(SMs, FLOPs / SPLIT_FLOPS) blocks, its
+#: output tiles times a split of the reduction; while the SMs have room, no block walks more than
+#: KCHUNKS_PER_BLOCK chunks of BK (a long walk of one block is a launch's latency: the tiny net's first
+#: layer is 1 tile with K = 784, 196 chunks); each split at least MIN_SPLIT_CHUNKS chunks long.  Modeled
+#: choices (gpubp plan shows them); a tuner on the device is to replace them.
+SPLIT_FLOPS = 2e6
+KCHUNKS_PER_BLOCK = 16
+MIN_SPLIT_CHUNKS = 2
+MAX_SPLITS = 16
+
+
+def gemm_splits(ks: KernelSet, family: str, M: int, N: int, K: int) -> int:
+    """How many blocks share each output tile's reduction (gridDim.z) for the launch of an M×N output with
+    reduction K: enough for min(SMs, 2·M·N·K / SPLIT_FLOPS) blocks (the large net's 1024-wide layers: 128
+    tiles on 132 SMs, split in 2), and, where the SMs leave room, enough that no block walks more than
+    KCHUNKS_PER_BLOCK chunks (the tiny net's first layer: 13 blocks of 64 k); 1 where the tiles suffice."""
+    tile, bk = ks.param(family, "TILE"), ks.param(family, "BK")
+    tiles = ceil_div(M, tile) * ceil_div(N, tile)
+    if tiles == 0:
+        return 1
+    for_flops = ceil_div(min(ks.sms, math.ceil(2.0 * M * N * K / SPLIT_FLOPS)), tiles)
+    for_latency = min(ceil_div(K, KCHUNKS_PER_BLOCK * bk), max(1, ks.sms // tiles))
+    return max(1, min(max(for_flops, for_latency), K // (MIN_SPLIT_CHUNKS * bk), MAX_SPLITS))
+
+
+def _split_args(k: str, ks: KernelSet, family: str, dtype, M: int, N: int, splits: int, partial, counters) -> tuple:
+    """The kernel's (splits, partial, counters) arguments, checked: partial splits×M×N of the dtype, counters
+    an int32 a tile (zero between launches: each launch's last block per tile resets its own)."""
+    if isinstance(splits, bool) or not isinstance(splits, numbers.Integral) or splits < 1:
+        raise ValueError(f"{k}: splits must be a positive int, got {splits!r}")
+    if splits == 1:
+        return (np.int32(1), ks.NULL, ks.NULL)
+    tile = ks.param(family, "TILE")
+    tiles = ceil_div(M, tile) * ceil_div(N, tile)
+    if partial is None or counters is None:
+        raise ValueError(f"{k}: splits = {splits} needs its workspace: partial ({splits}, {M}, {N}) and counters "
+                         f"({tiles},) int32 zeros")
+    _dtype_of(k, partial=partial)
+    _check_shape(k, "partial", partial, (splits, M, N), "splits × the output")
+    if np.dtype(partial.dtype) != dtype:
+        raise TypeError(f"{k}: partial is {partial.dtype} but the output is {dtype}")
+    if np.dtype(counters.dtype) != np.int32 or not counters.flags.c_contiguous:
+        raise TypeError(f"{k}: counters must be a C-contiguous int32 array, got {counters.dtype}")
+    _check_shape(k, "counters", counters, (tiles,), "an int a tile of the output")
+    _check_sizes(k, 0, **{"splits*M*N": splits * M * N})
+    return (np.int32(splits), partial, counters)
 
 
 def _check_reduction(ks: KernelSet, kernel: str, family: str, naive: bool, what: str, n: int) -> None:
@@ -424,7 +476,7 @@ def prepare_bias_sigmoid(ks: KernelSet, z, b, *, naive: bool = False) -> Launch 
 # -- forward_gemm.cu, backward_gemm.cu ----------------------------------------------------------
 
 def _tile_grid(ks: KernelSet, k: str, family: str, naive: bool, rows: tuple, cols: tuple, itemsize: int,
-               at_least_one_row: bool = False) -> tuple[tuple, tuple]:
+               at_least_one_row: bool = False, splits: int = 1) -> tuple[tuple, tuple]:
     """(grid, block) covering a rows × cols output, x along the columns: the naive kernels' NAIVE_WG_BLOCK
     threads, or one TILE×TILE tile per block of gemm_threads(…) threads (1-D) of the fast ones.  ``rows``,
     ``cols`` are (name, size) pairs, for the messages; ``at_least_one_row`` keeps grid.y >= 1 (the weight
@@ -436,9 +488,9 @@ def _tile_grid(ks: KernelSet, k: str, family: str, naive: bool, rows: tuple, col
     else:
         tile = ks.param(family, "TILE")
         threads = gemm_threads({"TILE": tile, "MICRO": ks.param(family, "MICRO")}, itemsize)
-        grid, block, overshoot = (ceil_div(n_cols, tile), ceil_div(n_rows, tile)), (threads,), tile
+        grid, block, overshoot = (ceil_div(n_cols, tile), ceil_div(n_rows, tile), splits), (threads,), tile
     if at_least_one_row:
-        grid = (grid[0], max(1, grid[1]))
+        grid = (grid[0], max(1, grid[1]), *grid[2:])
     if grid[1] > GRID_Y_MAX:
         raise ValueError(f"{k}: {row_name} = {n_rows} needs {grid[1]} blocks along grid.y, more than {GRID_Y_MAX}"
                          + ("; split the batch" if row_name == "B" else ""))
@@ -446,9 +498,11 @@ def _tile_grid(ks: KernelSet, k: str, family: str, naive: bool, rows: tuple, col
     return grid, block
 
 
-def prepare_gemm_bias_sigmoid(ks: KernelSet, a_prev, W, b, a, *, naive: bool = False) -> Launch | None:
+def prepare_gemm_bias_sigmoid(ks: KernelSet, a_prev, W, b, a, *, naive: bool = False, splits: int = 1,
+                              partial=None, counters=None) -> Launch | None:
     """a = σ(a_prev W + b) in one kernel (z never written); a_prev: B×I, W: I×O, b: O, a: B×O.
-    a shares memory with nothing."""
+    a shares memory with nothing.  ``splits`` > 1 (the fast kernel): split-K over I, with its workspace
+    partial (splits, B, O) and counters (an int32 zero a tile) (``gemm_splits`` picks splits)."""
     k = "gemm_bias_sigmoid"
     dtype = _dtype_of(k, a_prev=a_prev, W=W, b=b, a=a)
     B, I = _check_2d(k, "a_prev", a_prev, "(B, I)")
@@ -459,19 +513,24 @@ def prepare_gemm_bias_sigmoid(ks: KernelSet, a_prev, W, b, a, *, naive: bool = F
     _check_shape(k, "a", a, (B, O), "(B, O): a row per row of a_prev, a column per column of W")
     if B == 0 or O == 0:
         return
-    _check_aliasing(k, ("a",), {}, a_prev=a_prev, W=W, b=b, a=a)
+    split = () if naive else _split_args(k, ks, "forward_gemm", dtype, B, O, splits, partial, counters)
+    _check_aliasing(k, ("a", "partial", "counters"), {}, a_prev=a_prev, W=W, b=b, a=a,
+                    partial=partial if split and splits > 1 else None, counters=counters if split and splits > 1 else None)
     _check_sizes(k, 0, **{"B*I": B * I, "I*O": I * O, "B*O": B * O})
     _check_reduction(ks, k, "forward_gemm", naive, "I", I)
-    grid, block = _tile_grid(ks, k, "forward_gemm", naive, ("B", B), ("O", O), dtype.itemsize)
+    grid, block = _tile_grid(ks, k, "forward_gemm", naive, ("B", B), ("O", O), dtype.itemsize,
+                             splits=1 if naive else splits)
     args = (a_prev, W, b, a, np.int32(B), np.int32(I), np.int32(O))
     if not naive:
-        args += (_vec(ks, a_prev, I), _vec(ks, W, O))
+        args += (_vec(ks, a_prev, I), _vec(ks, W, O), *split)
     return _launch(ks, k, naive, dtype, grid, block, args, dims=(B, I, O))
 
 
-def prepare_gemm_sigmoid_delta(ks: KernelSet, delta_next, W_next, a, delta, *, naive: bool = False) -> Launch | None:
+def prepare_gemm_sigmoid_delta(ks: KernelSet, delta_next, W_next, a, delta, *, naive: bool = False, splits: int = 1,
+                               partial=None, counters=None) -> Launch | None:
     """delta = (delta_next W_nextᵀ) ⊙ a ⊙ (1 − a) in one kernel (BP2; W_nextᵀ read in place);
-    delta_next: B×O, W_next: I×O, a, delta: B×I.  delta may be a (in place)."""
+    delta_next: B×O, W_next: I×O, a, delta: B×I.  delta may be a (in place).  ``splits`` > 1: split-K
+    over O, with partial (splits, B, I) and counters, as gemm_bias_sigmoid."""
     k = "gemm_sigmoid_delta"
     dtype = _dtype_of(k, delta_next=delta_next, W_next=W_next, a=a, delta=delta)
     B, O = _check_2d(k, "delta_next", delta_next, "(B, O)")
@@ -483,13 +542,17 @@ def prepare_gemm_sigmoid_delta(ks: KernelSet, delta_next, W_next, a, delta, *, n
     _check_shape(k, "delta", delta, (B, I), "the shape of a")
     if B == 0 or I == 0:
         return
-    _check_aliasing(k, ("delta",), {"delta": ("a",)}, delta_next=delta_next, W_next=W_next, a=a, delta=delta)
+    split = () if naive else _split_args(k, ks, "backward_gemm", dtype, B, I, splits, partial, counters)
+    _check_aliasing(k, ("delta", "partial", "counters"), {"delta": ("a",)}, delta_next=delta_next, W_next=W_next,
+                    a=a, delta=delta, partial=partial if split and splits > 1 else None,
+                    counters=counters if split and splits > 1 else None)
     _check_sizes(k, 0, **{"B*I": B * I, "I*O": I * O, "B*O": B * O})
     _check_reduction(ks, k, "backward_gemm", naive, "O", O)
-    grid, block = _tile_grid(ks, k, "backward_gemm", naive, ("B", B), ("I", I), dtype.itemsize)
+    grid, block = _tile_grid(ks, k, "backward_gemm", naive, ("B", B), ("I", I), dtype.itemsize,
+                             splits=1 if naive else splits)
     args = (delta_next, W_next, a, delta, np.int32(B), np.int32(I), np.int32(O))
     if not naive:
-        args += (_vec(ks, delta_next, O), _vec(ks, W_next, O))
+        args += (_vec(ks, delta_next, O), _vec(ks, W_next, O), *split)
     return _launch(ks, k, naive, dtype, grid, block, args, dims=(B, I, O))
 
 
@@ -560,31 +623,39 @@ def _weight_grad_shapes(k: str, a_prev, delta, W, W_name: str, b, b_name: str) -
     return B, I, O
 
 
-def prepare_weight_grad(ks: KernelSet, a_prev, delta, dW, db=None, *, scale=1.0, naive: bool = False) -> Launch | None:
+def prepare_weight_grad(ks: KernelSet, a_prev, delta, dW, db=None, *, scale=1.0, naive: bool = False, splits: int = 1,
+                        partial=None, counters=None) -> Launch | None:
     """dW = scale · a_prevᵀ delta and, if ``db`` is given, db = scale · Σ_r delta[r, :] (both overwritten);
-    a_prev: B×I, delta: B×O, dW: I×O, db: O."""
+    a_prev: B×I, delta: B×O, dW: I×O, db: O.  ``splits`` > 1: split-K over the batch, with partial
+    (splits, I, O) and counters, as gemm_bias_sigmoid."""
     k = "weight_grad"
     dtype = _dtype_of(k, a_prev=a_prev, delta=delta, dW=dW, db=db)
     B, I, O = _weight_grad_shapes(k, a_prev, delta, dW, "dW", db, "db")
     scale = _scalar(k, "scale", scale, dtype)
     if O == 0:
         return
-    _check_aliasing(k, ("dW", "db"), {}, a_prev=a_prev, delta=delta, dW=dW, db=db)
+    split = () if naive else _split_args(k, ks, "weight_grad", dtype, I, O, splits, partial, counters)
+    _check_aliasing(k, ("dW", "db", "partial", "counters"), {}, a_prev=a_prev, delta=delta, dW=dW, db=db,
+                    partial=partial if split and splits > 1 else None,
+                    counters=counters if split and splits > 1 else None)
     _check_reduction(ks, k, "weight_grad", naive, "B", B)
-    grid, block = _tile_grid(ks, k, "weight_grad", naive, ("I", I), ("O", O), dtype.itemsize, at_least_one_row=True)
+    grid, block = _tile_grid(ks, k, "weight_grad", naive, ("I", I), ("O", O), dtype.itemsize, at_least_one_row=True,
+                             splits=1 if naive else splits)
     args = (a_prev, delta, dW, db, np.int32(B), np.int32(I), np.int32(O), scale)
     if not naive:
-        args += (_vec(ks, a_prev, I), _vec(ks, delta, O))
+        args += (_vec(ks, a_prev, I), _vec(ks, delta, O), *split)
     return _launch(ks, k, naive, dtype, grid, block, args, dims=(B, I, O))
 
 
 def prepare_weight_grad_sgd(ks: KernelSet, a_prev, delta, W, b, vW=None, vb=None, *, scale=1.0, eta, lmbda=0.0,
-                            mu=0.0, naive: bool = False) -> Launch | None:
+                            mu=0.0, naive: bool = False, splits: int = 1, partial=None,
+                            counters=None) -> Launch | None:
     """One SGD step with L2 decay and momentum from the weight gradient of one layer, fused (dW is never
     stored):  g = scale · a_prevᵀ delta + lmbda · W,  vW ← mu · vW + g,  W ← W − eta · vW  and for the
     bias gb = scale · Σ_r delta[r, :] (no decay),  vb ← mu · vb + gb,  b ← b − eta · vb.  Without buffers
     (vW = vb = None, only allowed when mu == 0) W ← W − eta · g,  b ← b − eta · gb.
-    a_prev: B×I, delta: B×O, W, vW: I×O, b, vb: O; W, b, vW, vb are updated in place."""
+    a_prev: B×I, delta: B×O, W, vW: I×O, b, vb: O; W, b, vW, vb are updated in place.  ``splits`` > 1:
+    split-K over the batch (the update applied once, by the last block of each tile), as weight_grad."""
     k = "weight_grad_sgd"
     dtype = _dtype_of(k, a_prev=a_prev, delta=delta, W=W, b=b, vW=vW, vb=vb)
     if b is None:
@@ -602,12 +673,16 @@ def prepare_weight_grad_sgd(ks: KernelSet, a_prev, delta, W, b, vW=None, vb=None
                          f"(zeros of W's and b's shapes before the first step)")
     if O == 0:
         return
-    _check_aliasing(k, ("W", "b", "vW", "vb"), {}, a_prev=a_prev, delta=delta, W=W, b=b, vW=vW, vb=vb)
+    split = () if naive else _split_args(k, ks, "weight_grad", dtype, I, O, splits, partial, counters)
+    _check_aliasing(k, ("W", "b", "vW", "vb", "partial", "counters"), {}, a_prev=a_prev, delta=delta, W=W, b=b,
+                    vW=vW, vb=vb, partial=partial if split and splits > 1 else None,
+                    counters=counters if split and splits > 1 else None)
     _check_reduction(ks, k, "weight_grad", naive, "B", B)
-    grid, block = _tile_grid(ks, k, "weight_grad", naive, ("I", I), ("O", O), dtype.itemsize, at_least_one_row=True)
+    grid, block = _tile_grid(ks, k, "weight_grad", naive, ("I", I), ("O", O), dtype.itemsize, at_least_one_row=True,
+                             splits=1 if naive else splits)
     args = (a_prev, delta, W, b, vW, vb, np.int32(B), np.int32(I), np.int32(O), *scalars)
     if not naive:
-        args += (_vec(ks, a_prev, I), _vec(ks, delta, O))
+        args += (_vec(ks, a_prev, I), _vec(ks, delta, O), *split)
     return _launch(ks, k, naive, dtype, grid, block, args, dims=(B, I, O))
 
 

@@ -158,8 +158,10 @@ class KernelSet:
 
     def __init__(self, device: str, load: Callable[[str, tuple[str, ...]], object],
                  defines: tuple[tuple[str, int], ...] = (), null=None, arch: str = archs.DEFAULT_EMULATED,
-                 smem_per_block_optin: Callable[[], int] | None = None, aligned16: Callable | None = None):
+                 smem_per_block_optin: Callable[[], int] | None = None, aligned16: Callable | None = None,
+                 sms: Callable[[], int] | int = 132):
         self.device = device
+        self._sms = sms
         self.NULL = null
         #: whether an array argument lies 16-byte aligned on this device (the fast GEMMs' 16-byte loads)
         self.aligned16 = aligned16 or _host_aligned16
@@ -191,6 +193,12 @@ class KernelSet:
         if f is None:
             f = self._functions[name] = self.module(family_of(name)).get_function(name)
         return f
+
+    @functools.cached_property
+    def sms(self) -> int:
+        """The device's streaming multiprocessors (a launch's blocks against them: split-K); the emulated
+        device and a dry run take the H100's 132 unless told otherwise."""
+        return int(self._sms() if callable(self._sms) else self._sms)
 
     @functools.cached_property
     def smem_per_block_optin(self) -> int:
@@ -281,7 +289,8 @@ def _cupy(defines: tuple[tuple[str, int], ...]) -> KernelSet:
     # cudaDevAttrMaxSharedMemoryPerBlockOptin (97 in CUDA's driver_types.h, where CuPy has no name for it)
     optin = getattr(rt, "cudaDevAttrMaxSharedMemoryPerBlockOptin", 97)
     return KernelSet("cupy", load, defines, null=_CupyModule.NULL, arch=f"sm_{dev.compute_capability}",
-                     smem_per_block_optin=lambda: rt.deviceGetAttribute(optin, dev.id))
+                     smem_per_block_optin=lambda: rt.deviceGetAttribute(optin, dev.id),
+                     sms=lambda: rt.deviceGetAttribute(getattr(rt, "cudaDevAttrMultiProcessorCount", 16), dev.id))
 
 
 def cupy_kernels(defines: Mapping[str, int] | None = None) -> KernelSet:
