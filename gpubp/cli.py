@@ -4,6 +4,7 @@
     gpubp train --dataset digits          train and report test accuracy
     gpubp check [--gpu] --out DIR         prove the GPU (or the emulated) path, with a report
     gpubp plan --sizes 784,30,10          what one step launches on a GPU, and where its time goes
+    gpubp tune --sizes 784,30,10          time the GEMM kernels' tiles and splits on this GPU, keep the fastest
     gpubp gradcheck                       backprop against finite differences
     gpubp info                            version, backends, CUDA devices, NVRTC
 """
@@ -424,6 +425,23 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from . import tune
+    from .backend import get_backend
+
+    bk, _ = get_backend("cupy")                 # DeviceUnavailable (exit 2) names why and what to do instead
+    dtype = np.float64 if args.float64 else np.float32
+    print(f"gpubp tune: the GEMM launches of a step of {args.sizes}, batch {args.batch}, {np.dtype(dtype).name}")
+    table = tune.tune(bk, args.sizes, args.batch, dtype, log=lambda line: print(line, flush=True))
+    from .cuda import tuning
+    existing = tuning.for_device(table.device, table.cuda)
+    if existing is not None:                    # other nets' shapes stay
+        existing.entries.update(table.entries)
+        table = existing
+    print(f"kept in {table.save()} (read by the cupy backend; gemm='auto' picks own or cuBLAS by it)")
+    return 0
+
+
 def cmd_check(args) -> int:
     from .check.run import PARTS, run
 
@@ -521,6 +539,17 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--float64", action="store_true", help="a float64 step (default float32)")
     pl.add_argument("--json", action="store_true", help="the plan as JSON")
     pl.set_defaults(func=cmd_plan)
+
+    tu = sub.add_parser("tune", help="time the GEMM kernels' tile sets and splits on this GPU and keep the fastest",
+                        description="Times gpubp's GEMM kernels (every tile set and split-K) and cuBLAS on the "
+                                    "GEMM shapes of one training step of the net, with CUDA events, and keeps the "
+                                    "winners in a table per device, CUDA version and gpubp version, which the cupy "
+                                    "backend then uses (and gemm='auto' to pick gpubp's kernel or cuBLAS). Needs a "
+                                    "GPU; refused on the emulated device.")
+    tu.add_argument("--sizes", type=_int_list, default=[784, 30, 10], help="layer widths (default 784,30,10)")
+    tu.add_argument("--batch", type=_positive_int, default=10, help="mini-batch size (default 10)")
+    tu.add_argument("--float64", action="store_true", help="tune the float64 kernels (default float32)")
+    tu.set_defaults(func=cmd_tune)
 
     c = sub.add_parser("check", help="prove the GPU path (--gpu) or the CPU/emulated path, and write a report",
                        description="One offline command: environment, every kernel against its float64 reference, "

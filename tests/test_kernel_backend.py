@@ -114,7 +114,7 @@ def test_unknown_or_mistyped_backend_options_are_refused():
 
 def test_gemm_option_is_checked():
     from gpubp import InputError
-    with pytest.raises(InputError, match="backend option gemm must be 'cublas' or 'own', got 'mine'"):
+    with pytest.raises(InputError, match="backend option gemm must be 'cublas', 'own' or 'auto', got 'mine'"):
         MLP([2, 2], backend="emulated", backend_options={"gemm": "mine"})
     with pytest.raises(InputError, match="gemm='own' runs every product on gpubp's kernels; cublas_weight_grad"):
         MLP([2, 2], backend="emulated", backend_options={"gemm": "own", "cublas_weight_grad": True})

@@ -14,14 +14,14 @@ PKG = Path(__file__).resolve().parents[1] / "gpubp"
 LAYERS = [
     ["cuda.archs"],              # per-architecture limits: imports nothing of gpubp
     ["_version", "validation", "device", "costs", "progress", "blas", "cuda", "cuda.emulator", "check"],
-    ["numpy_backend", "reference", "persistence", "datasets", "parallel", "cuda.sources"],
+    ["numpy_backend", "reference", "persistence", "datasets", "parallel", "cuda.sources", "cuda.tuning"],
     ["testing", "cuda.launchers"],
     ["cuda.nvrtc", "check.kernels", "cuda.prepared"],
     ["cuda.backend", "cuda.sass"],
     ["cuda.dryrun"],
     ["backend"],
     ["mlp"],
-    ["gradcheck", "bench.cases", "check.fit", "sklearn", "plan"],
+    ["gradcheck", "bench.cases", "check.fit", "sklearn", "plan", "tune"],
     ["bench.timing", "bench.stats"],
     ["bench.plot", "bench.dp", "bench.host"],
     ["bench.report"],

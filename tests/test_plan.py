@@ -180,7 +180,7 @@ def test_plan_command_prints_the_table_and_json(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["plan", "--backend-options", "gemm=bad"], "backend option gemm must be 'cublas' or 'own'"),
+    (["plan", "--backend-options", "gemm=bad"], "backend option gemm must be 'cublas', 'own' or 'auto'"),
     (["plan", "--backend-options", "{nope"], "not valid JSON"),
     (["plan", "--backend-options", "gemm"], "expected key=value pairs"),
     (["plan", "--device", "tpu"], "invalid choice: 'tpu'"),

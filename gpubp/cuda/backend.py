@@ -60,7 +60,7 @@ FUSED_AUTO_MAX_FLOPS = 2.0e6
 #: steps fit runs in one launch of the fused step (fewer at an epoch's end): the loss of every step still comes
 #: back (a row each), and the weights stay in shared memory across them where they fit
 STEPS_PER_LAUNCH = 32
-GEMMS = ("cublas", "own")
+GEMMS = ("cublas", "own", "auto")
 
 #: array-module calls a CUDA graph cannot capture: cuBLAS behind them (cupy/cupy#6290), or a
 #: host round trip (a capture cannot wait for the device or copy to and from the host)
@@ -97,7 +97,10 @@ def check_options(options: dict) -> None:
                              f"per-kernel step: choose one")
     gemm = options.get("gemm")
     if gemm is not None and gemm not in GEMMS:
-        raise InputError(f"backend option gemm must be 'cublas' or 'own', got {gemm!r}")
+        raise InputError(f"backend option gemm must be 'cublas', 'own' or 'auto', got {gemm!r}")
+    if gemm == "auto" and options.get("cuda_graph"):
+        raise InputError("gemm='auto' may pick cuBLAS, which a CUDA graph cannot capture: use gemm='own' with "
+                         "cuda_graph=True")
     if gemm == "own" and options.get("cublas_weight_grad"):
         raise InputError("gemm='own' runs every product on gpubp's kernels; cublas_weight_grad=True asks for "
                          "cuBLAS: choose one")
@@ -140,6 +143,7 @@ class KernelBackend(ArrayBackend):
         self._eager_once = set()
         self._recording = None           # the ops of the step being recorded (see record), else None
         self._counters = {}              # tiles -> the split-K counters (int32 zeros) of launches with that many
+        self.tuned = None                # gpubp.cuda.tuning.Table measured on this device, if any
 
     #: steps on this backend are recorded once and replayed (gpubp.cuda.prepared)
     prepares = True
@@ -230,7 +234,13 @@ class KernelBackend(ArrayBackend):
         if name == "cupy":
             ks = sources.cupy_kernels(defines)   # raises DeviceUnavailable with the reason and the fix
             import cupy
-            return CupyBackend("cupy", cupy, ks, **options)
+            bk = CupyBackend("cupy", cupy, ks, **options)
+            if not defines:                      # tiles a user chose win over the tuner's
+                from . import tuning
+                props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+                name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+                bk.tuned = tuning.for_device(name, cupy.cuda.runtime.runtimeGetVersion())
+            return bk
         raise ValueError(f"no kernel backend {name!r}; use 'emulated' or 'cupy'")
 
     # -- the fused step (kernels/fused_step.cu) ----------------------------------------
@@ -279,16 +289,30 @@ class KernelBackend(ArrayBackend):
         self._submit(launchers.prepare_gather_rows(self.ks, X, Y, idx, x, y, naive=self.naive))
 
     # -- split-K workspace for the fast GEMMs ----------------------------------------
-    def _split(self, family, M, N, K, dtype) -> dict:
-        """The split-K arguments of a fast GEMM launch of an M×N output with reduction K: ``gemm_splits`` of
-        this device, and the workspace (a scratch partial per shape, an int32 zero a tile shared by the
-        launches: each launch leaves its counters zero)."""
+    def _gemm(self, family, M, N, K, dtype) -> tuple:
+        """(KernelSet, split-K arguments) of a fast GEMM launch of an M×N output with reduction K: the tile set
+        and split ``gpubp tune`` measured fastest for this shape on this device (``self.tuned``), else the
+        default tiles and ``gemm_splits``; the split's workspace (a scratch partial per shape, an int32 zero a
+        tile shared by the launches: each launch leaves its counters zero)."""
         if self.naive:
-            return {}
-        splits = launchers.gemm_splits(self.ks, family, M, N, K)
+            return self.ks, {}
+        entry = self.tuned.get(family, dtype, M, N, K) if self.tuned is not None else None
+        ks = self.ks.variant(entry.tiles) if entry is not None else self.ks
+        splits = entry.splits if entry is not None else launchers.gemm_splits(ks, family, M, N, K)
+        return ks, self._split_workspace(ks, family, M, N, splits, dtype)
+
+    def _own_gemm(self, family, M, N, K, dtype) -> bool:
+        """Whether a forward or BP2 product runs on gpubp's GEMM kernel: gemm="own"; gemm="auto" where the
+        tuner found it at least as fast as cuBLAS for this shape (cuBLAS where nothing was measured)."""
+        if self.gemm != "auto":
+            return self.gemm == "own"
+        entry = self.tuned.get(family, dtype, M, N, K) if self.tuned is not None else None
+        return entry is not None and entry.own_wins
+
+    def _split_workspace(self, ks, family, M, N, splits, dtype) -> dict:
         if splits == 1:
             return {}
-        tile = self.ks.param(family, "TILE")
+        tile = ks.param(family, "TILE")
         tiles = launchers.ceil_div(M, tile) * launchers.ceil_div(N, tile)
         counters = self._counters.get(tiles)
         if counters is None:
@@ -301,17 +325,16 @@ class KernelBackend(ArrayBackend):
         self._submit(launchers.prepare_bias_sigmoid(self.ks, z, b, naive=self.naive))
 
     def feedforward(self, a_prev, W, b, a):
-        if self.gemm != "own":
+        if not self._own_gemm("forward_gemm", *a.shape, W.shape[0], a.dtype):
             return super().feedforward(a_prev, W, b, a)
-        self._submit(launchers.prepare_gemm_bias_sigmoid(self.ks, a_prev, W, b, a, naive=self.naive,
-                                                         **self._split("forward_gemm", *a.shape, W.shape[0], a.dtype)))
+        ks, split = self._gemm("forward_gemm", *a.shape, W.shape[0], a.dtype)
+        self._submit(launchers.prepare_gemm_bias_sigmoid(ks, a_prev, W, b, a, naive=self.naive, **split))
 
     def backprop(self, delta_next, W_next, a, delta):
-        if self.gemm != "own":
+        if not self._own_gemm("backward_gemm", *delta.shape, W_next.shape[1], delta.dtype):
             return super().backprop(delta_next, W_next, a, delta)
-        self._submit(launchers.prepare_gemm_sigmoid_delta(self.ks, delta_next, W_next, a, delta, naive=self.naive,
-                                                          **self._split("backward_gemm", *delta.shape, W_next.shape[1],
-                                                                        delta.dtype)))
+        ks, split = self._gemm("backward_gemm", *delta.shape, W_next.shape[1], delta.dtype)
+        self._submit(launchers.prepare_gemm_sigmoid_delta(ks, delta_next, W_next, a, delta, naive=self.naive, **split))
 
     # -- backward --------------------------------------------------------------
     def check_cost(self, cost):
@@ -336,15 +359,15 @@ class KernelBackend(ArrayBackend):
     def weight_grad(self, a_prev, delta, dW, db, scale=1.0):
         if self.cublas_weight_grad:
             return self._submit(OpCall(super().weight_grad, (a_prev, delta, dW, db, scale), {}))
-        self._submit(launchers.prepare_weight_grad(self.ks, a_prev, delta, dW, db, scale=scale, naive=self.naive,
-                                                   **self._split("weight_grad", *dW.shape, a_prev.shape[0], dW.dtype)))
+        ks, split = self._gemm("weight_grad", *dW.shape, a_prev.shape[0], dW.dtype)
+        self._submit(launchers.prepare_weight_grad(ks, a_prev, delta, dW, db, scale=scale, naive=self.naive, **split))
 
     def weight_grad_sgd(self, a_prev, delta, W, b, vW=None, vb=None, *, scale=1.0, eta, lmbda=0.0, mu=0.0):
         if not self.fused_update or self.cublas_weight_grad:
             return super().weight_grad_sgd(a_prev, delta, W, b, vW, vb, scale=scale, eta=eta, lmbda=lmbda, mu=mu)
-        self._submit(launchers.prepare_weight_grad_sgd(self.ks, a_prev, delta, W, b, vW, vb, scale=scale, eta=eta,
-                                                       lmbda=lmbda, mu=mu, naive=self.naive,
-                                                       **self._split("weight_grad", *W.shape, a_prev.shape[0], W.dtype)))
+        ks, split = self._gemm("weight_grad", *W.shape, a_prev.shape[0], W.dtype)
+        self._submit(launchers.prepare_weight_grad_sgd(ks, a_prev, delta, W, b, vW, vb, scale=scale, eta=eta,
+                                                       lmbda=lmbda, mu=mu, naive=self.naive, **split))
 
 
 class _Recorder:

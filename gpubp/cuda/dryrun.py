@@ -60,7 +60,8 @@ def recording_kernels(log: list, defines=None, arch: str = archs.DEFAULT_EMULATE
     with ``sms`` SMs (its per-block shared-memory ceiling decides what a launch may take, its SMs how far a
     GEMM's reduction is split)."""
     return sources.KernelSet("dry-run", lambda family, options: _RecordingModule(log),
-                             sources.normalize_defines(defines), arch=arch, sms=sms)
+                             sources.normalize_defines(defines), arch=arch, sms=sms,
+                             variant=lambda d: recording_kernels(log, d, arch, sms))
 
 
 class _NoOpArrays:

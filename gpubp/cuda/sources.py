@@ -159,9 +159,10 @@ class KernelSet:
     def __init__(self, device: str, load: Callable[[str, tuple[str, ...]], object],
                  defines: tuple[tuple[str, int], ...] = (), null=None, arch: str = archs.DEFAULT_EMULATED,
                  smem_per_block_optin: Callable[[], int] | None = None, aligned16: Callable | None = None,
-                 sms: Callable[[], int] | int = 132):
+                 sms: Callable[[], int] | int = 132, variant: Callable[[Mapping], "KernelSet"] | None = None):
         self.device = device
         self._sms = sms
+        self._variant = variant          # defines -> the KernelSet of this device compiled with them
         self.NULL = null
         #: whether an array argument lies 16-byte aligned on this device (the fast GEMMs' 16-byte loads)
         self.aligned16 = aligned16 or _host_aligned16
@@ -193,6 +194,15 @@ class KernelSet:
         if f is None:
             f = self._functions[name] = self.module(family_of(name)).get_function(name)
         return f
+
+    def variant(self, defines: Mapping[str, int]) -> "KernelSet":
+        """The kernels of this device compiled with ``defines`` instead (a tuned tile set); itself when they are
+        the ones it has."""
+        if dict(normalize_defines(defines)) == self.defines:
+            return self
+        if self._variant is None:
+            raise ValueError(f"the {self.device} kernel set makes no variants")
+        return self._variant(defines)
 
     @functools.cached_property
     def sms(self) -> int:
@@ -244,7 +254,7 @@ def _emulated(defines: tuple[tuple[str, int], ...]) -> KernelSet:
 
     return KernelSet("emulated", lambda family, options: emulator.load_module(path(family), options=options,
                                                                               code=source(family)), defines,
-                     aligned16=_emulated_aligned16)
+                     aligned16=_emulated_aligned16, variant=emulated_kernels)
 
 
 def emulated_kernels(defines: Mapping[str, int] | None = None) -> KernelSet:
@@ -290,7 +300,8 @@ def _cupy(defines: tuple[tuple[str, int], ...]) -> KernelSet:
     optin = getattr(rt, "cudaDevAttrMaxSharedMemoryPerBlockOptin", 97)
     return KernelSet("cupy", load, defines, null=_CupyModule.NULL, arch=f"sm_{dev.compute_capability}",
                      smem_per_block_optin=lambda: rt.deviceGetAttribute(optin, dev.id),
-                     sms=lambda: rt.deviceGetAttribute(getattr(rt, "cudaDevAttrMultiProcessorCount", 16), dev.id))
+                     sms=lambda: rt.deviceGetAttribute(getattr(rt, "cudaDevAttrMultiProcessorCount", 16), dev.id),
+                     variant=cupy_kernels)
 
 
 def cupy_kernels(defines: Mapping[str, int] | None = None) -> KernelSet:
