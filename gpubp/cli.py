@@ -425,6 +425,13 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def _net_arguments(parser, float64_help: str) -> None:
+    """--sizes, --batch, --float64: the net and step that gpubp plan and gpubp tune look at."""
+    parser.add_argument("--sizes", type=_int_list, default=[784, 30, 10], help="layer widths (default 784,30,10)")
+    parser.add_argument("--batch", type=_positive_int, default=10, help="mini-batch size (default 10)")
+    parser.add_argument("--float64", action="store_true", help=float64_help)
+
+
 def cmd_tune(args) -> int:
     from . import tune
     from .backend import get_backend
@@ -529,14 +536,12 @@ def build_parser() -> argparse.ArgumentParser:
                                     "block, shared memory, registers (NVRTC), FLOPs and bytes, blocks per SM and "
                                     "the share of the SMs filled, a modeled time; then the step's host cost "
                                     "(measured here) against its modeled device time.")
-    pl.add_argument("--sizes", type=_int_list, default=[784, 30, 10], help="layer widths (default 784,30,10)")
-    pl.add_argument("--batch", type=_positive_int, default=10, help="mini-batch size (default 10)")
+    _net_arguments(pl, "a float64 step (default float32)")
     pl.add_argument("--loss", choices=["mse", "cross_entropy"], default="cross_entropy")
     pl.add_argument("--backend-options", type=_backend_options, default={}, metavar="OPTIONS",
                     help="kernel backend options: gemm=own,cuda_graph=true or JSON")
     pl.add_argument("--device", default="h100", choices=["h100", "h200", "a100", "l4", "rtx4090", "current"],
                     help="the GPU whose public figures the model uses (current: this machine's device 0)")
-    pl.add_argument("--float64", action="store_true", help="a float64 step (default float32)")
     pl.add_argument("--json", action="store_true", help="the plan as JSON")
     pl.set_defaults(func=cmd_plan)
 
@@ -546,9 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "winners in a table per device, CUDA version and gpubp version, which the cupy "
                                     "backend then uses (and gemm='auto' to pick gpubp's kernel or cuBLAS). Needs a "
                                     "GPU; refused on the emulated device.")
-    tu.add_argument("--sizes", type=_int_list, default=[784, 30, 10], help="layer widths (default 784,30,10)")
-    tu.add_argument("--batch", type=_positive_int, default=10, help="mini-batch size (default 10)")
-    tu.add_argument("--float64", action="store_true", help="tune the float64 kernels (default float32)")
+    _net_arguments(tu, "tune the float64 kernels (default float32)")
     tu.set_defaults(func=cmd_tune)
 
     c = sub.add_parser("check", help="prove the GPU path (--gpu) or the CPU/emulated path, and write a report",
