@@ -76,7 +76,7 @@ def _operands(bk, family, M, N, K, dtype, rng):
     return dict(a_prev=put((K, M)), delta=put((K, N)), W=put((M, N)), b=put((N,)))   # weight_grad_sgd
 
 
-def _own(bk, ks, family, ops, M, N, tiles, splits, dtype):
+def _own(bk, ks, family, ops, M, N, splits, dtype):
     """The launch of gpubp's kernel for one candidate, ready to call."""
     split = bk._split_workspace(ks, family, M, N, splits, dtype)
     if family == "forward_gemm":
@@ -129,7 +129,7 @@ def tune(bk, sizes, B, dtype=np.float32, *, timer=None, table=None, device=None,
         t0 = time.perf_counter()
         for tiles, splits in candidates(bk.ks, family, M, N, K):
             ks = bk.ks.variant(tiles)
-            launch = _own(bk, ks, family, ops, M, N, tiles, splits, dtype)
+            launch = _own(bk, ks, family, ops, M, N, splits, dtype)
             t = timer(launch, {"family": family, "M": M, "N": N, "K": K, "tiles": tiles, "splits": splits,
                                "impl": "own"})
             if best is None or t < best[0]:

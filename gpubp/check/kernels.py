@@ -18,6 +18,7 @@ import numpy as np
 from .. import reference
 from . import describe
 from ..cuda import launchers, sources
+from ..numpy_backend import to_numpy
 from ..testing import assert_close
 
 DTYPES = (np.float32, np.float64)
@@ -86,7 +87,7 @@ def gather_rows(dev: Device, dtype, naive: bool) -> int:
         launchers.gather_rows(dev.ks, dev.put(X), dev.put(Y), dev.put(bad), x, y, naive=naive)
         reference.gather_rows(X, Y, bad, expected_x, expected_y)
         for name, got, want in (("x", x, expected_x), ("y", y, expected_y)):
-            got = np.asarray(got.get() if hasattr(got, "get") else got, dtype=np.float64)
+            got = to_numpy(got).astype(np.float64)
             if not np.array_equal(np.isnan(got), np.isnan(want)) or not np.array_equal(got[~np.isnan(want)],
                                                                                        want[~np.isnan(want)]):
                 raise AssertionError(f"gather_rows {name} {(B, I, O)} with rows out of range: expected NaN rows "
@@ -125,9 +126,8 @@ def split_workspace(dev: Device, family: str, M: int, N: int, splits: int, dtype
 
 def _counters_reset(split: dict, what: str) -> None:
     if split:
-        counters = split["counters"]
-        counters = counters.get() if hasattr(counters, "get") else counters
-        assert not np.asarray(counters).any(), f"{what}: split-K counters not reset to 0: {counters}"
+        counters = to_numpy(split["counters"])
+        assert not counters.any(), f"{what}: split-K counters not reset to 0: {counters}"
 
 
 def gemm_bias_sigmoid(dev: Device, dtype, naive: bool, splits: int = 1) -> int:

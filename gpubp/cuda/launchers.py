@@ -295,13 +295,17 @@ def gemm_splits(ks: KernelSet, family: str, M: int, N: int, K: int) -> int:
     return max(1, min(max(for_flops, for_latency), K // (MIN_SPLIT_CHUNKS * bk), MAX_SPLITS))
 
 
-def _split_args(k: str, ks: KernelSet, family: str, dtype, M: int, N: int, splits: int, partial, counters) -> tuple:
-    """The kernel's (splits, partial, counters) arguments, checked: partial splits×M×N of the dtype, counters
-    an int32 a tile (zero between launches: each launch's last block per tile resets its own)."""
+def _split_args(k: str, ks: KernelSet, family: str, dtype, M: int, N: int, splits: int, partial, counters,
+                naive: bool) -> tuple[tuple, dict]:
+    """(the fast kernel's (splits, partial, counters) arguments, the workspace arrays for the aliasing check),
+    checked: partial splits×M×N of the dtype, counters an int32 a tile (zero between launches: each launch's
+    last block per tile resets its own).  The naive kernels take none."""
+    if naive:
+        return (), {}
     if isinstance(splits, bool) or not isinstance(splits, numbers.Integral) or splits < 1:
         raise ValueError(f"{k}: splits must be a positive int, got {splits!r}")
     if splits == 1:
-        return (np.int32(1), ks.NULL, ks.NULL)
+        return (np.int32(1), ks.NULL, ks.NULL), {}
     tile = ks.param(family, "TILE")
     tiles = ceil_div(M, tile) * ceil_div(N, tile)
     if partial is None or counters is None:
@@ -315,7 +319,7 @@ def _split_args(k: str, ks: KernelSet, family: str, dtype, M: int, N: int, split
         raise TypeError(f"{k}: counters must be a C-contiguous int32 array, got {counters.dtype}")
     _check_shape(k, "counters", counters, (tiles,), "an int a tile of the output")
     _check_sizes(k, 0, **{"splits*M*N": splits * M * N})
-    return (np.int32(splits), partial, counters)
+    return (np.int32(splits), partial, counters), {"partial": partial, "counters": counters}
 
 
 def _check_reduction(ks: KernelSet, kernel: str, family: str, naive: bool, what: str, n: int) -> None:
@@ -332,10 +336,20 @@ def _check_reduction(ks: KernelSet, kernel: str, family: str, naive: bool, what:
 
 
 def _span(x) -> tuple[int, int]:
-    """[first byte, last byte + 1) of a C-contiguous NumPy or CuPy array (CuPy: ``x.data.ptr``, an attribute
-    read; its ``__cuda_array_interface__`` would build a dict on every launch)."""
-    start = x.__array_interface__["data"][0] if type(x) is np.ndarray else x.data.ptr
+    """[first byte, last byte + 1) of a C-contiguous NumPy or CuPy array."""
+    start = sources.data_address(x)
     return start, start + x.nbytes
+
+
+def _check_row_index(k: str, idx, non_empty: bool = False) -> int:
+    """idx as the gather kernels read it: a C-contiguous 1-D int64 array of row numbers (not empty, if
+    ``non_empty``); its length."""
+    if not all(hasattr(idx, attr) for attr in ("dtype", "shape", "flags")) or np.dtype(idx.dtype) != np.int64 \
+            or len(idx.shape) != 1 or not idx.flags.c_contiguous or (non_empty and idx.shape[0] == 0):
+        raise TypeError(f"{k}: idx must be a {'non-empty ' if non_empty else ''}C-contiguous 1-D int64 array of "
+                        f"row numbers, got {type(idx).__name__} {getattr(idx, 'dtype', '')} "
+                        f"{getattr(idx, 'shape', '')}")
+    return int(idx.shape[0])
 
 
 def _check_aliasing(kernel: str, outputs: tuple, in_place: dict, **arrays) -> None:
@@ -435,11 +449,7 @@ def prepare_gather_rows(ks: KernelSet, X, Y, idx, x, y, *, naive: bool = False) 
     n_Y, O = _check_2d(k, "Y", Y, "(n, O)")
     if n_Y != n:
         raise ValueError(f"{k}: Y has {n_Y} rows but X has {n}; X (n, I) and Y (n, O) must hold the same samples")
-    if not all(hasattr(idx, attr) for attr in ("dtype", "shape", "flags")) or np.dtype(idx.dtype) != np.int64 \
-            or len(idx.shape) != 1 or not idx.flags.c_contiguous:
-        raise TypeError(f"{k}: idx must be a C-contiguous 1-D int64 array of row numbers, got "
-                        f"{type(idx).__name__} {getattr(idx, 'dtype', '')} {getattr(idx, 'shape', '')}")
-    B = int(idx.shape[0])
+    B = _check_row_index(k, idx)
     _check_shape(k, "x", x, (B, I), "(B, I): a row per index, X's columns")
     _check_shape(k, "y", y, (B, O), "(B, O): a row per index, Y's columns")
     if B == 0:
@@ -513,9 +523,8 @@ def prepare_gemm_bias_sigmoid(ks: KernelSet, a_prev, W, b, a, *, naive: bool = F
     _check_shape(k, "a", a, (B, O), "(B, O): a row per row of a_prev, a column per column of W")
     if B == 0 or O == 0:
         return
-    split = () if naive else _split_args(k, ks, "forward_gemm", dtype, B, O, splits, partial, counters)
-    _check_aliasing(k, ("a", "partial", "counters"), {}, a_prev=a_prev, W=W, b=b, a=a,
-                    partial=partial if split and splits > 1 else None, counters=counters if split and splits > 1 else None)
+    split, workspace = _split_args(k, ks, "forward_gemm", dtype, B, O, splits, partial, counters, naive)
+    _check_aliasing(k, ("a", "partial", "counters"), {}, a_prev=a_prev, W=W, b=b, a=a, **workspace)
     _check_sizes(k, 0, **{"B*I": B * I, "I*O": I * O, "B*O": B * O})
     _check_reduction(ks, k, "forward_gemm", naive, "I", I)
     grid, block = _tile_grid(ks, k, "forward_gemm", naive, ("B", B), ("O", O), dtype.itemsize,
@@ -542,10 +551,9 @@ def prepare_gemm_sigmoid_delta(ks: KernelSet, delta_next, W_next, a, delta, *, n
     _check_shape(k, "delta", delta, (B, I), "the shape of a")
     if B == 0 or I == 0:
         return
-    split = () if naive else _split_args(k, ks, "backward_gemm", dtype, B, I, splits, partial, counters)
+    split, workspace = _split_args(k, ks, "backward_gemm", dtype, B, I, splits, partial, counters, naive)
     _check_aliasing(k, ("delta", "partial", "counters"), {"delta": ("a",)}, delta_next=delta_next, W_next=W_next,
-                    a=a, delta=delta, partial=partial if split and splits > 1 else None,
-                    counters=counters if split and splits > 1 else None)
+                    a=a, delta=delta, **workspace)
     _check_sizes(k, 0, **{"B*I": B * I, "I*O": I * O, "B*O": B * O})
     _check_reduction(ks, k, "backward_gemm", naive, "O", O)
     grid, block = _tile_grid(ks, k, "backward_gemm", naive, ("B", B), ("I", I), dtype.itemsize,
@@ -634,10 +642,9 @@ def prepare_weight_grad(ks: KernelSet, a_prev, delta, dW, db=None, *, scale=1.0,
     scale = _scalar(k, "scale", scale, dtype)
     if O == 0:
         return
-    split = () if naive else _split_args(k, ks, "weight_grad", dtype, I, O, splits, partial, counters)
+    split, workspace = _split_args(k, ks, "weight_grad", dtype, I, O, splits, partial, counters, naive)
     _check_aliasing(k, ("dW", "db", "partial", "counters"), {}, a_prev=a_prev, delta=delta, dW=dW, db=db,
-                    partial=partial if split and splits > 1 else None,
-                    counters=counters if split and splits > 1 else None)
+                    **workspace)
     _check_reduction(ks, k, "weight_grad", naive, "B", B)
     grid, block = _tile_grid(ks, k, "weight_grad", naive, ("I", I), ("O", O), dtype.itemsize, at_least_one_row=True,
                              splits=1 if naive else splits)
@@ -673,10 +680,9 @@ def prepare_weight_grad_sgd(ks: KernelSet, a_prev, delta, W, b, vW=None, vb=None
                          f"(zeros of W's and b's shapes before the first step)")
     if O == 0:
         return
-    split = () if naive else _split_args(k, ks, "weight_grad", dtype, I, O, splits, partial, counters)
+    split, workspace = _split_args(k, ks, "weight_grad", dtype, I, O, splits, partial, counters, naive)
     _check_aliasing(k, ("W", "b", "vW", "vb", "partial", "counters"), {}, a_prev=a_prev, delta=delta, W=W, b=b,
-                    vW=vW, vb=vb, partial=partial if split and splits > 1 else None,
-                    counters=counters if split and splits > 1 else None)
+                    vW=vW, vb=vb, **workspace)
     _check_reduction(ks, k, "weight_grad", naive, "B", B)
     grid, block = _tile_grid(ks, k, "weight_grad", naive, ("I", I), ("O", O), dtype.itemsize, at_least_one_row=True,
                              splits=1 if naive else splits)
@@ -747,13 +753,9 @@ def prepare_fused_step(ks: KernelSet, kernel: str, X, Y, idx, W, b, vW, vb, loss
             _check_shape(k, f"vb{l}", vb[l], (O,), f"b{l}'s shape")
     if sizes[-1] != nL:
         raise ValueError(f"{k}: Y has {nL} columns but the output layer has {sizes[-1]} units")
-    if not all(hasattr(idx, attr) for attr in ("dtype", "shape", "flags")) or np.dtype(idx.dtype) != np.int64 \
-            or len(idx.shape) != 1 or not idx.flags.c_contiguous or idx.shape[0] == 0:
-        raise TypeError(f"{k}: idx must be a non-empty C-contiguous 1-D int64 array of row numbers, got "
-                        f"{type(idx).__name__} {getattr(idx, 'dtype', '')} {getattr(idx, 'shape', '')}")
+    total = _check_row_index(k, idx, non_empty=True)
     if isinstance(B, bool) or not isinstance(B, numbers.Integral) or B < 1:
         raise ValueError(f"{k}: B (rows a step) must be a positive int, got {B!r}")
-    total = int(idx.shape[0])
     steps = ceil_div(total, int(B))
     if loss is not None and loss.size != steps * B:
         raise ValueError(f"{k}: loss has {loss.size} elements but {steps} steps of {B} rows write {steps * B} "

@@ -236,10 +236,15 @@ class KernelSet:
         return self.defines.get(name, fam_defaults[name])
 
 
+def data_address(x) -> int:
+    """The first byte of a NumPy or CuPy array (CuPy: ``x.data.ptr``, an attribute read; its
+    ``__cuda_array_interface__`` would build a dict on every launch)."""
+    return x.__array_interface__["data"][0] if type(x) is np.ndarray else x.data.ptr
+
+
 def _host_aligned16(x) -> bool:
     """The array's own address (NumPy's data pointer, CuPy's device pointer) is 16-byte aligned."""
-    start = x.__array_interface__["data"][0] if isinstance(x, np.ndarray) else x.data.ptr
-    return start % 16 == 0
+    return data_address(x) % 16 == 0
 
 
 def _emulated_aligned16(x) -> bool:
