@@ -250,21 +250,13 @@ class MLP:
         try:
             if not bk.prepares:
                 return self._train_step(ws, *hyper, ws.loss)
-            # X is a slot: a GEMM's launch is bound to how X lies (16-byte aligned or not: its vector loads)
-            key, params = (ws.B, *hyper, bk.ks.aligned16(X)), self._params()
-            plan = self._step_plans.get(key)
-            if plan is None or not plan.bound_to(params):
-                if len(self._step_plans) >= 16:         # a learning-rate schedule makes a key per value
-                    self._step_plans.clear()
+            def run():
                 if self._fused(ws.B, hyper[2]):         # one kernel: X's rows 0 … B−1 (ws.rows), ws.y's targets
-                    def run():
-                        self._fused_steps(X, ws.y, ws.rows, ws.loss, ws.B, hyper)
+                    self._fused_steps(X, ws.y, ws.rows, ws.loss, ws.B, hyper)
                 else:
-                    def run():
-                        self._train_step(ws, *hyper, ws.loss)
-                self._step_plans[key] = bk.record(run, {"x": X}, params)
-            else:
-                plan({"x": X})
+                    self._train_step(ws, *hyper, ws.loss)
+            # X is a slot: a GEMM's launch is bound to how X lies (16-byte aligned or not: its vector loads)
+            bk.replay(self._step_plans, (ws.B, *hyper, bk.ks.aligned16(X)), self._params(), run, {"x": X}, limit=16)
         finally:
             ws.a[0] = own_x
 
@@ -283,6 +275,14 @@ class MLP:
                 self._fused_for[key] = got
                 self.backend_reason = f"{self.backend_reason.split('; training step: ')[0]}; training step: {why}"
         return got
+
+    def _steps_per_launch(self, B, mu, steps) -> int:
+        """How many steps of B rows go in one launch: K > 1 where the fused step runs (the backend option
+        steps_per_launch, else STEPS_PER_LAUNCH, at most ``steps``), else 1."""
+        if steps < 2 or not self._fused(B, mu):
+            return 1
+        from .cuda.backend import STEPS_PER_LAUNCH
+        return max(1, min(steps, self.backend.steps_per_launch or STEPS_PER_LAUNCH))
 
     def _fused_steps(self, X, Y, idx, loss, B, hyper) -> None:
         """ceil(len(idx) / B) SGD steps on rows idx of (X, Y) in one launch of the fused kernel; the per-sample
@@ -774,12 +774,8 @@ class Stepper:
             loss = row if row is not None else (ws.loss if with_loss else None)
             if not bk.prepares:
                 return gather_and_step(idx, loss)
-            kind, params = kinds[row is not None], model._params()
-            plan = plans.get(kind)
-            if plan is None or not plan.bound_to(params):     # first, or the model was given new arrays
-                plans[kind] = bk.record(lambda: gather_and_step(idx, loss), {"idx": idx, "loss": row}, params)
-            else:
-                plan({"idx": idx, "loss": row})
+            bk.replay(plans, kinds[row is not None], model._params(), lambda: gather_and_step(idx, loss),
+                      {"idx": idx, "loss": row})
 
         mean = bk.mean
         if not graph:
@@ -810,12 +806,8 @@ class Stepper:
 
     # -- K steps in one launch (the fused step) -----------------------------------------------------------
     def steps_per_launch(self, B: int, steps: int) -> int:
-        """How many steps of B rows fit runs in one launch: K > 1 where the fused step runs (the backend option
-        steps_per_launch, else STEPS_PER_LAUNCH, at most an epoch's steps), else 1."""
-        if steps < 2 or not self.model._fused(B, self.mu):
-            return 1
-        from .cuda.backend import STEPS_PER_LAUNCH
-        return max(1, min(steps, self.model.backend.steps_per_launch or STEPS_PER_LAUNCH))
+        """How many steps of B rows fit runs in one launch (MLP._steps_per_launch)."""
+        return self.model._steps_per_launch(B, self.mu, steps)
 
     def many(self, idx, loss_rows) -> None:
         """ceil(len(idx) / B) steps in one launch of the fused step, the k-th on rows idx[k·B : (k+1)·B] (the
@@ -833,14 +825,10 @@ class Stepper:
                              f"({model.backend_reason}); call the stepper once a step")
         hyper, bk = (self.eta, self.lmbda, self.mu), model.backend
         self._last = (idx[(loss_rows.shape[0] - 1) * B:], True)           # the launch's last batch
-        key, params = ("many", B, idx.shape[0]), model._params()
-        plan = self._plans.get(key)
-        if plan is not None and plan.bound_to(params):
-            return plan({"idx": idx, "loss": loss_rows})
         run = (lambda: model._fused_steps(self.X, self.Y, idx, loss_rows, B, hyper))
         if not bk.prepares:
             return run()
-        self._plans[key] = bk.record(run, {"idx": idx, "loss": loss_rows}, params)
+        bk.replay(self._plans, ("many", B, idx.shape[0]), model._params(), run, {"idx": idx, "loss": loss_rows})
 
     def final_ws(self):
         """The workspace of the last step with its activations (what fit's saturation check reads): as the

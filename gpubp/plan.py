@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .cuda import launchers
-from .cuda.backend import STEPS_PER_LAUNCH
 from .cuda.dryrun import dry_run_backend, entries
 from .mlp import MLP
 
@@ -123,10 +122,9 @@ def dry_step(sizes, B, loss="cross_entropy", options=None, dtype=np.float32, arc
     log = []
     model = MLP(sizes, loss=loss, backend=dry_run_backend(log, arch=arch, sms=sms, **(options or {})), dtype=dtype,
                 seed=0)
-    K = (model.backend.steps_per_launch or STEPS_PER_LAUNCH) if model._fused(B, False) else 1
+    K = model._steps_per_launch(B, 0.0, 1 << 30)       # as fit: K steps a launch where the fused step runs
     X, Y = _data(model, K * B)
     step = model.stepper(X, Y, lr=0.1)
-    K = step.steps_per_launch(B, K)
     order = step.order(np.arange(2 * K * B))
     losses = model.backend.zeros((2 * K, B), model.dtype)
     dry = DryStep(model, step, order, losses, B, log, K)

@@ -179,6 +179,17 @@ class KernelBackend(ArrayBackend):
             self._recording = None
         return PreparedStep(ops, slots, bound)
 
+    def replay(self, plans: dict, key, params: tuple, run, slots: dict, limit: int | None = None) -> None:
+        """The prepared step ``plans[key]`` replayed with ``slots`` if it is bound to the model's ``params``;
+        else ``run`` recorded (run for real) as ``plans[key]`` (the plans cleared first if ``limit`` of them are
+        kept already: a learning-rate schedule makes a key per value)."""
+        plan = plans.get(key)
+        if plan is not None and plan.bound_to(params):
+            return plan(slots)
+        if limit is not None and len(plans) >= limit:
+            plans.clear()
+        plans[key] = self.record(run, slots, params)
+
     # -- the array-module ops of a step, through _submit ---------------------------
     def matmul(self, a, b, out):
         self._submit(Call(self, "matmul", (a, b), {"out": out}))
