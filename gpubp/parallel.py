@@ -212,20 +212,20 @@ def abort_on_uncaught() -> None:
         live = MPI is not None and MPI.Is_initialized() and not MPI.Is_finalized()
         rank, size = (MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()) if live else (0, 1)
         reporter = reporter_of(value) if value is not None else None
-        if size > 1 and reporter is None and previous is sys.__excepthook__:
-            import traceback                    # the traceback and the reason in one write, then the abort
-            _abort_job(MPI.COMM_WORLD, "".join(traceback.format_exception(kind, value, tb))
-                       + f"gpubp rank {rank}: uncaught {kind.__name__}: aborting the MPI job so that no rank waits "
-                         f"for this one (GPUBP_MPI_ABORT=0 to turn this off)\n")
         if size > 1 and reporter is not None and reporter != rank:
             print(f"gpubp rank {rank}: stopped with every rank ({kind.__name__}; rank {reporter} prints why)",
                   file=sys.stderr, flush=True)
+            return
+        if size <= 1 or reporter is not None:      # one process, or an error raised alike on every rank
+            return previous(kind, value, tb)
+        why = (f"gpubp rank {rank}: uncaught {kind.__name__}: aborting the MPI job so that no rank waits for this "
+               f"one (GPUBP_MPI_ABORT=0 to turn this off)\n")
+        if previous is sys.__excepthook__:          # Python's traceback and the reason, written in one piece
+            import traceback
+            why = "".join(traceback.format_exception(kind, value, tb)) + why
         else:
             previous(kind, value, tb)
-        if size > 1 and reporter is None:
-            sys.stderr.flush()
-            _abort_job(MPI.COMM_WORLD, f"gpubp rank {rank}: uncaught {kind.__name__}: aborting the MPI job so that "
-                                       f"no rank waits for this one (GPUBP_MPI_ABORT=0 to turn this off)\n")
+        _abort_job(MPI.COMM_WORLD, why)
 
     sys.excepthook = hook
 
