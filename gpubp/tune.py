@@ -139,8 +139,8 @@ def tune(bk, sizes, B, dtype=np.float32, *, timer=None, table=None, device=None,
                                                               "impl": "cublas"})
         entry = tuning.Entry(best[1], best[2], best[0] * 1e6, None if t_cublas is None else t_cublas * 1e6)
         table.put(family, dtype, M, N, K, entry)
-        log(f"{family:13} M={M:<5} N={N:<5} K={K:<5} TILE={best[1]['TILE']:<3} MICRO={best[1]['MICRO']} "
-            f"splits={best[2]:<2} {entry.us:8.2f} us" + (f"  cuBLAS {entry.cublas_us:8.2f} us "
+        tiles = " ".join(f"{k}={v}" for k, v in best[1].items())
+        log(f"{family:13} M={M:<5} N={N:<5} K={K:<5} {tiles:<29} splits={best[2]:<2} {entry.us:8.2f} us" + (f"  cuBLAS {entry.cublas_us:8.2f} us "
                                                           f"({'own' if entry.own_wins else 'cuBLAS'} wins)"
                                                           if entry.cublas_us is not None else "")
             + f"  [{time.perf_counter() - t0:.1f}s]")

@@ -29,7 +29,8 @@
  *       (splits > 1: split-K over O, partial (splits×B×I) and counters its workspace);
  *       vec_d, vec_w: 1 where delta_next (W_next) may be read 16 bytes at a time (aligned
  *       pointer, O a multiple of 16 / sizeof(T)).
- *       static shared memory: 4·BK·(TILE + 16/sizeof(T))·sizeof(T) + 4 = 4.3 KiB (f32), 8.3 KiB (f64).
+ *       static shared memory: 4·BK·(TILE + 16/sizeof(T))·sizeof(T) + 16 = 4.3 KiB (f32), 8.3 KiB (f64)
+ *       (one stage, half that, under PIPELINE 1).
  *
  * Bytes (f32): the fused kernel reads delta_next, W_next, a and writes delta:
  * 4·(B·O + I·O + 2·B·I); cuBLAS `delta_next @ W_next.T` then sigmoid_delta writes the

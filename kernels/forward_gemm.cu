@@ -30,7 +30,8 @@
  *       may be read 16 bytes at a time (aligned pointer, I (O) a multiple of 16 / sizeof(T));
  *       splits > 1: split-K over I, partial (splits×B×O) and counters (a zeroed int a tile) its
  *       workspace.
- *       static shared memory: 4·BK·(TILE + 16/sizeof(T))·sizeof(T) + 4 = 4.3 KiB (f32), 8.3 KiB (f64).
+ *       static shared memory: 4·BK·(TILE + 16/sizeof(T))·sizeof(T) + 16 = 4.3 KiB (f32), 8.3 KiB (f64)
+ *       (one stage, half that, under PIPELINE 1).
  *
  * Bytes (f32): the fused kernel reads a_prev, W, b and writes a: 4·(B·I + I·O + O + B·O);
  * cuBLAS `a_prev @ W` then bias_sigmoid also writes z and reads it back: 8·B·O more.

@@ -21,18 +21,28 @@
  * (V = 16 / sizeof(T)), and the TM² FMAs of a k cost 2·TM/V shared loads: with MICRO = 8, 16
  * FFMA per shared load instruction in f32 (the old 4×4 tile, read element by element: 2).
  *
- * Shared memory: two stages of As[BK][TILE + V] and Bs[BK][TILE + V], both k-major
- * (As[k][m] = A[m0 + m, k0 + k]): 2·2·BK·(TILE + V)·sizeof(T) bytes, 4.25 KiB (f32) and
- * 8.25 KiB (f64) at the defaults (BK = 4).  The V elements of padding keep every row 16-byte aligned and
+ * Shared memory: STAGES (two; one under PIPELINE 1) stages of As[BK][TILE + V] and Bs[BK][TILE + V],
+ * both k-major (As[k][m] = A[m0 + m, k0 + k]): STAGES·2·BK·(TILE + V)·sizeof(T) bytes, 4.25 KiB (f32)
+ * and 8.25 KiB (f64) at the defaults (BK = 4).  The V elements of padding keep every row 16-byte aligned and
  * put the rows a transposing store writes (k and k + V) in different banks.
  *
- * The loop, a chunk of BK at a time: the next chunk's global loads are issued into registers
- * before the current chunk's FMAs (register double buffering: the loads are in flight while the
- * FMAs run, on every arch from sm_75 on), and stored into the other stage after them; one
- * barrier a chunk.  A global load is V elements wide where the operand allows it (vec_a, vec_b:
+ * The loop, a chunk of BK at a time, one of three schedules (the tunable PIPELINE; each is a step
+ * of the ladder the kernel bench times side by side):
+ *   PIPELINE 1: one stage, v1's schedule: load, barrier, FMAs, barrier; nothing overlaps.
+ *   PIPELINE 2: two stages, register double buffering: the next chunk's global loads are issued
+ *     into registers before the current chunk's FMAs and stored into the other stage after them.
+ *     One barrier a chunk, at its start: it follows this thread's wait for its copies (PIPELINE 3)
+ *     and every thread's stores, and every thread's reads of the stage the next chunk overwrites.
+ *   PIPELINE 3 (the default): as 2, but an operand stored k-major (A_KMAJOR, B_KMAJOR: W, delta, and
+ *     a_prevᵀ) goes to its stage by asynchronous copies (async_copy.cuh: cp.async, sm_80 and newer;
+ *     below sm_80 PIPELINE 3 is 2): issued before the current chunk's FMAs, landing while they run,
+ *     through no registers.  A copy cannot transpose, so an operand staged transposed stays on
+ *     registers (element-wise copies would issue 4 times the requests of its 16-byte loads).
+ * A global load is V elements wide where the operand allows it (vec_a, vec_b:
  * its pointer 16-byte aligned and its ld a multiple of V, decided by the launcher per launch
  * from the real addresses; step() reads the caller's X where it lies) and the V elements lie
- * inside the matrix; element by element, zero-filled past M, N or k_end, otherwise.  The tile
+ * inside the matrix (a 16-byte copy zero-fills what lies past M or N); element by element,
+ * zero-filled past M, N or k_end, otherwise.  The tile
  * coordinates of a thread's loads are fixed for the launch; each chunk adds BK to one of them.
  *
  * Split-K (split_fixup): where a launch's output tiles alone would leave most SMs idle, the launcher
@@ -55,6 +65,25 @@
 #ifndef BK
 #define BK 4        // k staged in shared memory per chunk (8 spills the f32 tile on sm_100)
 #endif
+#ifndef PIPELINE
+#define PIPELINE 3  // 3: cp.async double buffering (sm_80+, else 2); 2: register double buffering; 1: one stage
+#endif
+
+#include "async_copy.cuh"  // async_copy, async_commit, async_wait_all; GPUBP_HAS_ASYNC_COPY
+
+#define GEMM_ASYNC (PIPELINE == 3 && GPUBP_HAS_ASYNC_COPY)   // this arch's schedule copies asynchronously
+
+// The chunk's copies form a group; wait for this thread's groups (nothing where there are no copies).
+__device__ inline void copies_commit() {
+#if GEMM_ASYNC
+    async_commit();
+#endif
+}
+__device__ inline void copies_wait() {
+#if GEMM_ASYNC
+    async_wait_all();
+#endif
+}
 
 // 16 bytes of T, and how they unpack into registers.
 template <typename T> struct Vec;
@@ -81,6 +110,8 @@ constexpr int GEMM_THREADS_F32 = Gemm<float>::THREADS;      // (named, not macro
 constexpr int GEMM_THREADS_F64 = Gemm<double>::THREADS;
 
 static_assert(TILE % MICRO == 0 && MICRO >= 1, "TILE must be a multiple of MICRO");
+static_assert(PIPELINE >= 1 && PIPELINE <= 3, "PIPELINE is 1 (one stage), 2 (register double buffering) or 3 (cp.async)");
+constexpr int STAGES = PIPELINE == 1 ? 1 : 2;              // shared stages of each operand
 static_assert(GEMM_THREADS_F32 <= 1024 && GEMM_THREADS_F64 <= 1024,
               "(TILE / MICRO)^2 threads (and (TILE / (MICRO/2))^2 in f64) must be at most 1024 per block");
 static_assert(2 * 2 * BK * (TILE + 2) * sizeof(double) <= 48 * 1024,
@@ -93,11 +124,13 @@ static_assert(2 * 2 * BK * (TILE + 2) * sizeof(double) <= 48 * 1024,
 template <typename T, bool CONTIG_X>
 struct Operand {
     using G = Gemm<T>;
+    static constexpr bool ASYNC = GEMM_ASYNC && CONTIG_X;   // staged by cp.async (a copy cannot transpose)
     const T* p;            // the matrix
     int ld;                // its stored row's length
     int rows_x;            // M (or N): the tile's x past it is zero
     bool vec;              // V-wide loads allowed (aligned pointer and ld)
     int kk[G::PER_THREAD], xx[G::PER_THREAD];     // this thread's slots: tile coordinates of their first element
+    T r[ASYNC ? 1 : G::PER_THREAD][G::V];         // a chunk's loads between fetch and put (register staging)
 
     __device__ void init(const T* p_, int ld_, int rows_x_, bool vec_) {
         p = p_; ld = ld_; rows_x = rows_x_; vec = vec_;
@@ -111,7 +144,8 @@ struct Operand {
     }
 
     // Global -> registers: the chunk at k0 (k < k_end), of the tile at x0.
-    __device__ void load(T (&r)[G::PER_THREAD][G::V], int x0, int k0, int k_end) const {
+    template <int Q>
+    __device__ void load(T (&r)[Q][G::V], int x0, int k0, int k_end) const {
 #pragma unroll
         for (int q = 0; q < G::PER_THREAD; q++) {
             if (G::SLOTS % G::THREADS != 0 && threadIdx.x + q * G::THREADS >= G::SLOTS) continue;
@@ -129,7 +163,8 @@ struct Operand {
     }
 
     // Registers -> a shared stage, k-major: stage[k][x].
-    __device__ void store(const T (&r)[G::PER_THREAD][G::V], T (*stage)[G::LD]) const {
+    template <int Q>
+    __device__ void store(const T (&r)[Q][G::V], T (*stage)[G::LD]) const {
 #pragma unroll
         for (int q = 0; q < G::PER_THREAD; q++) {
             if (G::SLOTS % G::THREADS != 0 && threadIdx.x + q * G::THREADS >= G::SLOTS) continue;
@@ -141,6 +176,44 @@ struct Operand {
                 for (int j = 0; j < G::V; j++) stage[kk[q] + j][xx[q]] = r[q][j];     // transposed
             }
         }
+    }
+
+#if GEMM_ASYNC
+    // Global -> a shared stage, k-major (CONTIG_X), by asynchronous copies (they land at async_wait_all):
+    // the chunk at k0 of the tile at x0, zero past rows_x and k_end.  A copy that reads nothing is given
+    // the matrix's own (aligned) pointer, never an address past it.
+    __device__ void copy_async(T (*stage)[G::LD], int x0, int k0, int k_end) const {
+#pragma unroll
+        for (int q = 0; q < G::PER_THREAD; q++) {
+            if (G::SLOTS % G::THREADS != 0 && threadIdx.x + q * G::THREADS >= G::SLOTS) continue;
+            const int x = x0 + xx[q], k = k0 + kk[q];
+            const int s = CONTIG_X ? k : x, c = CONTIG_X ? x : k;        // as in load()
+            const int s_lim = CONTIG_X ? k_end : rows_x, c_lim = CONTIG_X ? rows_x : k_end;
+            if (G::V > 1 && vec) {                 // 16 bytes: the elements before c_lim, zeros after
+                const int n = s < s_lim ? min(G::V, max(c_lim - c, 0)) : 0;
+                async_copy<16>(&stage[kk[q]][xx[q]], n > 0 ? p + s * ld + c : p, n * int(sizeof(T)));
+            } else {
+#pragma unroll
+                for (int j = 0; j < G::V; j++) {   // element by element
+                    const bool in = s < s_lim && c + j < c_lim;
+                    async_copy<sizeof(T)>(&stage[kk[q]][xx[q] + j], in ? p + s * ld + c + j : p,
+                                          in ? int(sizeof(T)) : 0);
+                }
+            }
+        }
+    }
+#endif
+
+    // A chunk into a stage in two halves, so that the FMAs of the chunk before can run between them:
+    // fetch issues it (the copies, or the global loads into r), put completes it (r into the stage).
+    __device__ void fetch(T (*stage)[G::LD], int x0, int k0, int k_end) {
+#if GEMM_ASYNC
+        if (ASYNC) { copy_async(stage, x0, k0, k_end); return; }
+#endif
+        load(r, x0, k0, k_end);
+    }
+    __device__ void put(T (*stage)[G::LD]) const {
+        if (!ASYNC) store(r, stage);
     }
 };
 
@@ -165,8 +238,8 @@ __device__ void gemm_mainloop(const T* A, int lda, bool vec_a, const T* Bm, int 
                               int M, int N, int k_begin, int k_end, int m0, int n0,
                               T (&acc)[Gemm<T>::TM][Gemm<T>::TM]) {
     using G = Gemm<T>;
-    __shared__ __align__(16) T As[2][BK][G::LD];     // As[s][k][m] = A[m0 + m, k0 + k] of stage s
-    __shared__ __align__(16) T Bs[2][BK][G::LD];     // Bs[s][k][n] = B[k0 + k, n0 + n]
+    __shared__ __align__(16) T As[STAGES][BK][G::LD];     // As[s][k][m] = A[m0 + m, k0 + k] of stage s
+    __shared__ __align__(16) T Bs[STAGES][BK][G::LD];     // Bs[s][k][n] = B[k0 + k, n0 + n]
     const int tm0 = (threadIdx.x / G::EDGE) * G::TM, tn0 = (threadIdx.x % G::EDGE) * G::TM;
 #pragma unroll
     for (int i = 0; i < G::TM; i++)
@@ -177,22 +250,9 @@ __device__ void gemm_mainloop(const T* A, int lda, bool vec_a, const T* Bm, int 
     Operand<T, B_KMAJOR> b;
     a.init(A, lda, M, vec_a);
     b.init(Bm, ldb, N, vec_b);
-    T ra[G::PER_THREAD][G::V], rb[G::PER_THREAD][G::V];
     const int chunks = k_end > k_begin ? (k_end - k_begin + BK - 1) / BK : 0;
-    if (chunks > 0) {
-        a.load(ra, m0, k_begin, k_end);
-        b.load(rb, n0, k_begin, k_end);
-        a.store(ra, As[0]);
-        b.store(rb, Bs[0]);
-    }
-    __syncthreads();                  // stage 0 is staged before any thread reads it
-    for (int t = 0; t < chunks; t++) {
-        const int s = t & 1;
-        const bool next = t + 1 < chunks;
-        if (next) {                   // the next chunk's loads, in flight during this chunk's FMAs
-            a.load(ra, m0, k_begin + (t + 1) * BK, k_end);
-            b.load(rb, n0, k_begin + (t + 1) * BK, k_end);
-        }
+    // this thread's TM² FMAs of one chunk, from stage s
+    auto fmas = [&](int s) {
 #pragma unroll
         for (int k = 0; k < BK; k++) {
             T fa[G::TM], fb[G::TM];
@@ -203,12 +263,45 @@ __device__ void gemm_mainloop(const T* A, int lda, bool vec_a, const T* Bm, int 
 #pragma unroll
                 for (int j = 0; j < G::TM; j++) acc[i][j] += fa[i] * fb[j];
         }
-        if (next) {                   // the other stage: its last readers passed the previous barrier
-            a.store(ra, As[s ^ 1]);
-            b.store(rb, Bs[s ^ 1]);
-        }
-        __syncthreads();              // stage s^1 is staged, and every thread is done reading stage s
+    };
+#if PIPELINE == 1
+    for (int t = 0; t < chunks; t++) {
+        a.load(a.r, m0, k_begin + t * BK, k_end);
+        b.load(b.r, n0, k_begin + t * BK, k_end);
+        a.store(a.r, As[0]);
+        b.store(b.r, Bs[0]);
+        __syncthreads();              // the stage is staged before any thread reads it
+        fmas(0);
+        __syncthreads();              // every thread is done reading it before the next chunk overwrites it
     }
+#else
+    // Each operand is fetched (cp.async issued, or loaded into registers) into the other stage before
+    // this chunk's FMAs and put (its registers stored) after them.
+    constexpr bool COPIES = Operand<T, A_KMAJOR>::ASYNC || Operand<T, B_KMAJOR>::ASYNC;
+    if (chunks > 0) {
+        a.fetch(As[0], m0, k_begin, k_end);
+        b.fetch(Bs[0], n0, k_begin, k_end);
+        a.put(As[0]);
+        b.put(Bs[0]);
+        if (COPIES) copies_commit();
+    }
+    for (int t = 0; t < chunks; t++) {
+        const int s = t & 1;
+        const bool next = t + 1 < chunks;
+        if (COPIES) copies_wait();    // this thread's copies of chunk t have landed
+        __syncthreads();              // stage s is staged, every thread's part; every thread is done reading stage s^1
+        if (next) {                   // the next chunk, in flight during this chunk's FMAs
+            a.fetch(As[s ^ 1], m0, k_begin + (t + 1) * BK, k_end);
+            b.fetch(Bs[s ^ 1], n0, k_begin + (t + 1) * BK, k_end);
+            if (COPIES) copies_commit();
+        }
+        fmas(s);
+        if (next) {                   // the other stage: its last readers passed this chunk's barrier
+            a.put(As[s ^ 1]);
+            b.put(Bs[s ^ 1]);
+        }
+    }
+#endif
 }
 
 // Split-K (blockIdx.z of gridDim.z = splits): where a launch has too few output tiles to fill the GPU, each

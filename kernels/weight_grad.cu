@@ -40,7 +40,8 @@
  *       (splits > 1: split-K over the batch, partial (splits×I×O) and counters its workspace); vec_a,
  *       vec_d: 1 where a_prev (delta) may be read 16 bytes at a time (aligned pointer, I (O) a
  *       multiple of 16 / sizeof(T)).
- *       static shared memory: 4·BK·(TILE + 16/sizeof(T))·sizeof(T) + 4 = 4.3 KiB (f32), 8.3 KiB (f64).
+ *       static shared memory: 4·BK·(TILE + 16/sizeof(T))·sizeof(T) + 16 = 4.3 KiB (f32), 8.3 KiB (f64)
+ *       (one stage, half that, under PIPELINE 1).
  *
  * Bytes per element of W (f32): weight_grad writes dW (4 B) and, with db fused, reads delta
  * once instead of twice (cuBLAS `a_prev.T @ delta` then `delta.sum(0)`, then `*= scale`: 8 B more per

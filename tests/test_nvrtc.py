@@ -105,15 +105,18 @@ def test_the_report_is_built_with_the_options_cupy_builds_with():
 
 
 #: tunable sets other than the defaults, each touching every family (forward: EPT; delta: EPT,
-#: ROW_THREADS, ROWS_PER_BLOCK; weight_grad: TILE, MICRO, BK)
+#: ROW_THREADS, ROWS_PER_BLOCK; the GEMMs: TILE, MICRO, BK, PIPELINE), and the main loop's other two
+#: schedules (the kernel bench's ladder: gpubp.bench.cases.MAINLOOP_LADDER)
 OTHER_TUNABLES = [
     {"TILE": 32, "MICRO": 2, "BK": 8, "EPT": 2, "ROW_THREADS": 8, "ROWS_PER_BLOCK": 4},
-    {"TILE": 32, "MICRO": 4, "BK": 16, "EPT": 1, "ROW_THREADS": 64, "ROWS_PER_BLOCK": 4},
+    {"TILE": 32, "MICRO": 4, "BK": 16, "EPT": 1, "ROW_THREADS": 64, "ROWS_PER_BLOCK": 4, "PIPELINE": 2},
+    {"MICRO": 4, "BK": 16, "PIPELINE": 1},
+    {"PIPELINE": 2},
 ]
 
 
-@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
-@pytest.mark.parametrize("defines", OTHER_TUNABLES, ids=["small", "deep"])
+@pytest.mark.parametrize("arch", ["sm_75", "sm_80", "sm_90"])
+@pytest.mark.parametrize("defines", OTHER_TUNABLES, ids=["small", "deep", "one-stage", "register-staged"])
 def test_other_tunable_sets_compile_within_budget(arch, defines):
     """Budgets follow the tunables (threads per block, shared memory), read from launchers.SPECS."""
     assert nvrtc.budget_violations(arch, defines) == []

@@ -24,13 +24,38 @@ def test_f32_gemms_issue_8_ffma_per_shared_load_mostly_128_bit(family, kernel):
 
 
 @needs_nvdisasm
+@pytest.mark.parametrize("arch", ["sm_75", "sm_90"])
 @pytest.mark.parametrize("family, kernel", GEMMS, ids=[k for _, k in GEMMS])
-def test_the_gemms_read_global_memory_16_bytes_at_a_time_where_they_may(family, kernel):
-    """The aligned path's 128-bit global loads are in every fast GEMM, f32 and f64."""
+def test_the_gemms_read_global_memory_16_bytes_at_a_time_where_they_may(family, kernel, arch):
+    """The aligned path's 128-bit global reads are in every fast GEMM, f32 and f64: loads into registers
+    (LDG.E.128) or, on sm_80 and newer, asynchronous copies into shared memory (LDGSTS.E.BYPASS.128)."""
     for dt in ("f32", "f64"):
-        c = sass.instruction_counts(family, "sm_90")[f"{kernel}_{dt}"]
-        assert c.count("LDG") and any(op.startswith("LDG") and op.endswith(".128") for op in c.opcodes), \
-            f"{kernel}_{dt}: {dict(c.opcodes)}"
+        c = sass.instruction_counts(family, arch)[f"{kernel}_{dt}"]
+        assert any(op.startswith(("LDG.", "LDGSTS.")) and ".128" in op for op in c.opcodes), \
+            f"{kernel}_{dt} on {arch}: {dict(c.opcodes)}"
+
+
+#: the operands each GEMM stores k-major, which PIPELINE 3 copies asynchronously on sm_80 and newer
+K_MAJOR_OPERANDS = {"gemm_bias_sigmoid": 1, "gemm_sigmoid_delta": 0, "weight_grad": 2, "weight_grad_sgd": 2}
+
+
+@needs_nvdisasm
+@pytest.mark.parametrize("family, kernel", GEMMS, ids=[k for _, k in GEMMS])
+def test_the_k_major_operands_are_copied_asynchronously_from_sm_80_on(family, kernel):
+    """cp.async (LDGSTS, waited on by DEPBAR) where an operand is stored k-major and the arch has it;
+    never on sm_75, nor under PIPELINE 2 (register staging), nor in BP2, whose operands are both staged
+    transposed (a copy cannot transpose)."""
+    for dt in ("f32", "f64"):
+        name = f"{kernel}_{dt}"
+        on_90 = sass.instruction_counts(family, "sm_90")[name]
+        if K_MAJOR_OPERANDS[kernel]:
+            assert on_90.count("LDGSTS") and on_90.count("DEPBAR"), f"{name}: {dict(on_90.opcodes)}"
+            # the 16-byte copies zero-fill the tile's columns past the matrix
+            assert any(op.startswith("LDGSTS") and op.endswith(".128.ZFILL") for op in on_90.opcodes), name
+        else:
+            assert not on_90.count("LDGSTS"), f"{name}: {dict(on_90.opcodes)}"
+        assert not sass.instruction_counts(family, "sm_75")[name].count("LDGSTS"), name
+        assert not sass.instruction_counts(family, "sm_90", (("PIPELINE", 2),))[name].count("LDGSTS"), name
 
 
 def test_the_parser_reads_nvdisasms_text():
@@ -41,13 +66,14 @@ def test_the_parser_reads_nvdisasms_text():
         /*0020*/                   FFMA R9, R4, R6, R9 ;
         /*0030*/                   LDS R3, [R2+0x10] ;
         /*0040*/              @P1  LDG.E.128 R12, desc[UR4][R10.64] ;
+        /*0050*/              @!PT LDS RZ, [RZ] ;
         .section .text.k_f64,"ax",@progbits
         /*0000*/                   DFMA R4, R2, R2, R4 ;
     """
     counts = sass.parse(text)
     k = counts["k_f32"]
     assert k.fma == 2 and k.shared_loads == {128: 1, 32: 1} and k.ffma_per_shared_load == 1.0
-    assert k.wide_shared_load_share == 0.5 and k.count("LDG") == 1
+    assert k.wide_shared_load_share == 0.5 and k.count("LDG") == 1     # @!PT: never issued, not counted
     assert counts["k_f64"].fma == 1 and counts["k_f64"].shared_loads == {}
 
 

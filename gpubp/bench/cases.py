@@ -292,6 +292,14 @@ def torch_step_case(model0, X, Y, idx, loss, label, device, ref):
 
 
 # -- kernel cases -------------------------------------------------------------------------------
+#: the GEMM main loop's steps (gemm_mainloop.cuh's PIPELINE), each timed beside the default ("fused": two
+#: stages, cp.async on sm_80+) on the kernel backends, as siboehm's ladder puts each optimisation beside
+#: the last: "1-stage" is v1's schedule and tile (one shared stage, a 4×4 micro-tile, BK 16; it keeps
+#: v2's 16-byte loads), "reg-staged" two stages through registers (v2 before cp.async)
+MAINLOOP_LADDER = (("1-stage", {"MICRO": 4, "BK": 16, "PIPELINE": 1}), ("reg-staged", {"PIPELINE": 2}))
+#: the ops whose kernels run the main loop
+GEMM_OPS = ("gemm_bias_sigmoid", "gemm_sigmoid_delta", "weight_grad", "weight_grad_sgd")
+
 def kernel_napkin(B, I, O, itemsize=4):
     """Per launcher: bytes its kernel must move (each operand read or written once), bytes the unfused
     array expressions move (every temporary written and read back), and flops; from the launcher's
@@ -307,7 +315,8 @@ def kernel_cases(backend_name, shape=KERNEL_SHAPE, seed=0):
     """For one backend, each op three ways, side by side (as llm.c's dev/cuda times its kernel
     versions): ``fused`` (gpubp's backend op: the CUDA kernel on cupy, in-place NumPy on numpy),
     ``naive`` (the plain kernel kept beside the fast one; kernel backends only) and ``unfused``
-    (the array expression the op replaces); and the one GEMM that bounds the weight gradient."""
+    (the array expression the op replaces); and the one GEMM that bounds the weight gradient.  The
+    GEMM ops also run on the main loop's earlier steps (MAINLOOP_LADDER; kernel backends only)."""
     B, I, O = shape
     label = f"B={B} I={I} O={O}"
     device = "gpu" if backend_name == "cupy" else "cpu"
@@ -315,20 +324,23 @@ def kernel_cases(backend_name, shape=KERNEL_SHAPE, seed=0):
     versions = [("fused", {}), ("unfused", None)]
     if backend_name != "numpy":           # the kernel backends' fused ops include gpubp's own GEMMs
         versions = [("fused", {"gemm": "own"}), ("naive", {"naive": True, "gemm": "own"}), ("unfused", None)]
+        versions[1:1] = [(name, {"gemm": "own", "defines": defines}) for name, defines in MAINLOOP_LADDER]
     cases = []
 
     def add(op, impl, fn, check, floor=None):
         cases.append(Case("kernel", f"{op} {label}", f"{impl} {backend_name}", device, fn, check, floor=floor,
                           bytes=napkin[op]["unfused" if impl == "unfused" else "fused"], flops=napkin[op]["flops"]))
 
-    backends = {}                       # the backend ops: "fused" and "naive"; "unfused" is array expressions
+    ladder = dict(MAINLOOP_LADDER)
+    backends = {}                       # the backend ops: "fused", the ladder's and "naive"; "unfused" is array expressions
     for impl, options in versions:
         try:
             bk = get_backend(backend_name, **(options or {}))[0]
         except Exception as e:
             for op in napkin:
-                add(op, impl, None, None)
-                cases[-1].unavailable = str(e)
+                if impl not in ladder or op in GEMM_OPS:
+                    add(op, impl, None, None)
+                    cases[-1].unavailable = str(e)
             continue
         if options is not None:
             backends[impl] = bk
@@ -336,6 +348,7 @@ def kernel_cases(backend_name, shape=KERNEL_SHAPE, seed=0):
             plain = bk                     # the backend as it is by default: cuBLAS GEMMs, then the epilogue
     if "fused" not in backends:
         return cases
+    gemm_backends, backends = backends, {impl: k for impl, k in backends.items() if impl not in ladder}
     bk = backends["fused"]
     xp, f32 = bk.xp, np.float32
     rng = np.random.default_rng(seed)
@@ -418,7 +431,7 @@ def kernel_cases(backend_name, shape=KERNEL_SHAPE, seed=0):
     bwd_ref = (delta64 @ W_l64.T) * a_prev64 * (1 - a_prev64)
     fwd_floor, bwd_floor = (f"GEMM a_prev@W {label}", f"GEMM {backend_name}"), (f"GEMM delta@W^T {label}",
                                                                                 f"GEMM {backend_name}")
-    for impl, k in list(backends.items()) + [("unfused", plain)]:
+    for impl, k in list(gemm_backends.items()) + [("unfused", plain)]:
         add("gemm_bias_sigmoid", impl, lambda k=k: k.feedforward(a_prev, W_l, b, fwd_out),
             lambda k=k, impl=impl: (k.feedforward(a_prev, W_l, b, fwd_out),
                                     checked(f"gemm_bias_sigmoid {impl}", fwd_out, fwd_ref)), floor=fwd_floor)
@@ -434,7 +447,7 @@ def kernel_cases(backend_name, shape=KERNEL_SHAPE, seed=0):
 
     # weight gradient + bias gradient (BP3, BP4)
     dW64, db64 = a_prev64.T @ delta64, delta64.sum(0)
-    for impl, k in backends.items():
+    for impl, k in gemm_backends.items():
         add("weight_grad", impl, lambda k=k: k.weight_grad(a_prev, delta, dW, db),
             lambda k=k, impl=impl: (k.weight_grad(a_prev, delta, dW, db), checked(f"dW {impl}", dW, dW64),
                                     checked(f"db {impl}", db, db64)), floor=gemm)
@@ -459,7 +472,7 @@ def kernel_cases(backend_name, shape=KERNEL_SHAPE, seed=0):
         unfused_sgd(W1, b1)
         checked("W after the unfused update", W1, W_ref)
 
-    for impl, k in backends.items():
+    for impl, k in gemm_backends.items():
         add("weight_grad_sgd", impl, lambda k=k: k.weight_grad_sgd(a_prev, delta, W, bb, eta=ETA),
             lambda k=k, impl=impl: sgd_check(k, impl), floor=gemm)
     add("weight_grad_sgd", "unfused", unfused_sgd, unfused_sgd_check, floor=gemm)

@@ -330,22 +330,38 @@ CHECKS = [
 ]
 
 
+#: the main loop's schedules other than the default (gemm_mainloop.cuh's PIPELINE: 2 stages through
+#: registers, and v1's one stage), each checked on the GEMM checks of CHECKS (the fast kernels)
+SCHEDULES = ({"PIPELINE": 2}, {"PIPELINE": 1})
+GEMM_CHECKS = [c for c in CHECKS if c[1] in (gemm_bias_sigmoid, gemm_sigmoid_delta, weight_grad, weight_grad_sgd)]
+
+
+def scheduled(dev: Device, defines: dict) -> Device:
+    """``dev`` with its kernels compiled with ``defines`` (a schedule of the GEMMs' main loop)."""
+    return dev._replace(ks=dev.kernels(defines))
+
+
 def run_all(dev: Device, log=lambda line: None) -> list[dict]:
-    """Every check of CHECKS, naive and fast, f32 and f64, on ``dev``: one result per run
-    (``{"check", "version", "dtype", "shapes", "passed", "error"}``); a failure is recorded and
-    the rest still run."""
+    """Every check of CHECKS, naive and fast, f32 and f64, on ``dev``, then the GEMM checks' fast kernels
+    under each of SCHEDULES: one result per run (``{"check", "version", "dtype", "shapes", "passed",
+    "error"}``; a schedule's runs have version ``"fast PIPELINE=2"``); a failure is recorded and the
+    rest still run."""
+    runs = [(name, fn, extra, naive, "naive" if naive else "fast", dev)
+            for name, fn, extra in CHECKS for naive in (True, False)]
+    for defines in SCHEDULES:
+        label = "fast " + " ".join(f"{k}={v}" for k, v in defines.items())
+        runs += [(name, fn, extra, False, label, scheduled(dev, defines)) for name, fn, extra in GEMM_CHECKS]
     results = []
-    for name, fn, extra in CHECKS:
-        for naive in (True, False):
-            for dtype in DTYPES:
-                r = {"check": name, "version": "naive" if naive else "fast", "dtype": np.dtype(dtype).name,
-                     "shapes": 0, "passed": False, "error": None}
-                try:
-                    r["shapes"] = fn(dev, dtype, naive, **extra)
-                    r["passed"] = True
-                except Exception as e:          # AssertionError, or a CUDA/compile error: recorded, not fatal
-                    r["error"] = describe(e)
-                results.append(r)
-                log(f"  {name} {r['version']} {r['dtype']}: "
-                    + (f"PASS ({r['shapes']} shapes)" if r["passed"] else f"FAIL: {r['error']}"))
+    for name, fn, extra, naive, version, on in runs:
+        for dtype in DTYPES:
+            r = {"check": name, "version": version, "dtype": np.dtype(dtype).name,
+                 "shapes": 0, "passed": False, "error": None}
+            try:
+                r["shapes"] = fn(on, dtype, naive, **extra)
+                r["passed"] = True
+            except Exception as e:          # AssertionError, or a CUDA/compile error: recorded, not fatal
+                r["error"] = describe(e)
+            results.append(r)
+            log(f"  {name} {r['version']} {r['dtype']}: "
+                + (f"PASS ({r['shapes']} shapes)" if r["passed"] else f"FAIL: {r['error']}"))
     return results

@@ -112,17 +112,18 @@ def gemm_threads(tunables, size) -> int:
 def _gemm(tunables, size):
     """The main loop of gemm_mainloop.cuh keeps an 8×8 (f32) or 4×4 (f64) accumulator tile a thread, its two
     fragments and a chunk's staged loads, as its __launch_bounds__ say: <= 168 registers in f32 (6 blocks of 64
-    threads per SM, 19 % on sm_80, at worst: the kernels take 123-147; capped at 128 the f32 tile spilled on
-    sm_100 and sm_120), <= 128 in f64 (2 blocks of 256, 25 %), the price of 16 FFMA per shared load; two stages of both operands in shared memory, each
-    row padded by 16 bytes.  The naive kernel (one dot product per
-    thread) may take 64 (50 % on sm_80)."""
+    threads per SM, 19 % on sm_80, at worst: the kernels take 116-155; capped at 128 the f32 tile spilled on
+    sm_100 and sm_120), <= 128 in f64 (2 blocks of 256, 25 %), the price of 16 FFMA per shared load; two
+    stages of both operands in shared memory (one under PIPELINE 1), each row padded by 16 bytes.  The naive
+    kernel (one dot product per thread) may take 64 (50 % on sm_80)."""
     tile, bk, vec = tunables["TILE"], tunables["BK"], 16 // size
     pad = vec if tile % vec == 0 and bk % vec == 0 else 1
-    smem = 2 * 2 * bk * (tile + pad) * size
+    stages = 1 if tunables["PIPELINE"] == 1 else 2
+    smem = stages * 2 * bk * (tile + pad) * size + 16   # + split_fixup's flag, padded to the stages' 16-byte alignment
     if size == 4:        # 6 blocks of 64 threads at 168: 12 warps of 64 on sm_80
-        fast = Budget(gemm_threads(tunables, size), 168, smem + 4, 0.1875)   # + split_fixup's flag
+        fast = Budget(gemm_threads(tunables, size), 168, smem, 0.1875)
     else:
-        fast = Budget(gemm_threads(tunables, size), 128, smem + 4, 0.25)
+        fast = Budget(gemm_threads(tunables, size), 128, smem, 0.25)
     return fast, Budget(NAIVE_WG_BLOCK[0] * NAIVE_WG_BLOCK[1], 64, 0, 0.5)
 
 

@@ -108,11 +108,15 @@ class KernelCounts:
 
 
 _SECTION = re.compile(r"^\s*\.section\s+\.text\.(\w+)")
-_INSTRUCTION = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T\d]+\s+)?([A-Z][A-Z0-9_]*(?:\.[A-Z0-9_]+)*)")
+_INSTRUCTION = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(@!?U?P[T\d]+\s+)?([A-Z][A-Z0-9_]*(?:\.[A-Z0-9_]+)*)")
+#: the predicate "never" (not true): ptxas puts three ``@!PT LDS RZ, [RZ]`` before each LDGSTS (cp.async), which
+#: never issue; counted, they would read as 32-bit shared loads
+_NEVER = re.compile(r"@!U?PT\s")
 
 
 def parse(text: str) -> dict[str, KernelCounts]:
-    """Kernel name -> its instruction counts, from nvdisasm's text."""
+    """Kernel name -> its instruction counts, from nvdisasm's text (an instruction predicated on ``!PT``, which
+    never runs, is not counted)."""
     kernels, current = {}, None
     for line in text.splitlines():
         m = _SECTION.match(line)
@@ -121,8 +125,8 @@ def parse(text: str) -> dict[str, KernelCounts]:
             continue
         if current is not None:
             m = _INSTRUCTION.search(line)
-            if m:
-                current.opcodes[m.group(1)] += 1
+            if m and not (m.group(1) and _NEVER.match(m.group(1))):
+                current.opcodes[m.group(2)] += 1
     return kernels
 
 

@@ -254,18 +254,22 @@ def _emulated_aligned16(x) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def _emulated(defines: tuple[tuple[str, int], ...]) -> KernelSet:
+def _emulated(defines: tuple[tuple[str, int], ...], arch: str) -> KernelSet:
     from . import emulator   # lazily: it needs a C++ compiler, and only the emulated device uses it
 
+    archs.get(arch)          # a clear error for an unknown one
     return KernelSet("emulated", lambda family, options: emulator.load_module(path(family), options=options,
-                                                                              code=source(family)), defines,
-                     aligned16=_emulated_aligned16, variant=emulated_kernels)
+                                                                              code=source(family), arch=arch),
+                     defines, aligned16=_emulated_aligned16, arch=arch,
+                     variant=lambda d: emulated_kernels(d, arch))
 
 
-def emulated_kernels(defines: Mapping[str, int] | None = None) -> KernelSet:
-    """The kernels on the emulated CUDA device (``gpubp.cuda.emulator``: the ``.cu`` source compiled for the CPU);
-    arrays are NumPy arrays.  Cached per ``defines``."""
-    return _emulated(normalize_defines(defines))
+def emulated_kernels(defines: Mapping[str, int] | None = None, arch: str | None = None) -> KernelSet:
+    """The kernels on the emulated CUDA device (``gpubp.cuda.emulator``: the ``.cu`` source compiled for the CPU)
+    as built for ``arch`` (``__CUDA_ARCH__``, the shared-memory ceiling; default ``archs.DEFAULT_EMULATED``,
+    sm_90: ``"sm_75"`` runs the code paths of a GPU without cp.async); arrays are NumPy arrays.  Cached per
+    ``defines`` and ``arch``."""
+    return _emulated(normalize_defines(defines), arch or archs.DEFAULT_EMULATED)
 
 
 class _CupyModule:

@@ -21,8 +21,11 @@ from pathlib import Path
 
 from .._version import __version__
 
-#: the tile sets the tuner tries (each compiles for every arch without spilling: tests/test_tune.py)
-TILE_SETS = ({"TILE": 64, "MICRO": 8}, {"TILE": 32, "MICRO": 4}, {"TILE": 64, "MICRO": 4})
+#: the tile sets the tuner tries (each compiles for every arch without spilling: tests/test_tune.py); the
+#: defaults once more with the main loop's register-staged schedule (PIPELINE 2: no cp.async), which a
+#: short reduction may prefer
+TILE_SETS = ({"TILE": 64, "MICRO": 8}, {"TILE": 32, "MICRO": 4}, {"TILE": 64, "MICRO": 4},
+             {"TILE": 64, "MICRO": 8, "PIPELINE": 2})
 
 
 def cache_dir() -> Path:
