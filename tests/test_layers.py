@@ -16,7 +16,7 @@ LAYERS = [
     ["_version", "validation", "device", "costs", "progress", "blas", "cuda", "cuda.emulator", "check"],
     ["numpy_backend", "reference", "persistence", "datasets", "parallel", "cuda.sources", "cuda.tuning"],
     ["testing", "cuda.launchers"],
-    ["cuda.nvrtc", "check.kernels", "cuda.prepared"],
+    ["cuda.nvrtc", "check.kernels", "cuda.prepared", "cuda.tuner"],
     ["cuda.backend", "cuda.sass"],
     ["cuda.dryrun"],
     ["backend"],

@@ -115,3 +115,65 @@ def test_a_damaged_table_is_named_and_ignored(cache):
 def test_gemm_auto_with_a_cuda_graph_is_refused():
     with pytest.raises(InputError, match="gemm='auto' may pick cuBLAS, which a CUDA graph cannot capture"):
         MLP([3, 2], backend="emulated", backend_options={"gemm": "auto", "cuda_graph": True})
+
+
+# -- tune="lazy": a shape timed on its first launch -------------------------------------------------------
+
+def test_lazy_tuning_times_each_shape_on_its_first_launch_and_keeps_it(cache):
+    """A step on a backend with a LazyTuner (what backend_options={"tune": "lazy"} gives the cupy backend,
+    here with a fake timer on a dry run): every GEMM shape of the step is timed once, before its launch,
+    which then takes the winner; the table is saved; the next steps time nothing."""
+    from gpubp.cuda.tuner import LazyTuner
+    log = []
+    net = MLP([784, 30, 10], backend=dry_run_backend(log, gemm="auto", fused_step=False), seed=0)
+    table = tuning.Table("Fake GPU 9000", 13020)
+    timer = fake_timer(_costs)
+    net.backend.tuned, net.backend.tuner = table, LazyTuner(table, timer)
+    X, Y = net.to_device(np.random.default_rng(0).random((20, 784)), np.arange(20) % 10)
+    step = net.stepper(X, Y, lr=0.1)
+    step(np.arange(10))
+    timed = net.backend.tuner.timed
+    # the step's GEMMs: two forward, one BP2, two weight gradients (gpubp.tune.gemm_shapes' order)
+    assert sorted(timed) == sorted((f, "float32", M, N, K) for f, M, N, K in gtune.gemm_shapes([784, 30, 10], 10))
+    first = table.get("forward_gemm", np.float32, 10, 30, 784)
+    assert (first.tiles, first.splits) == ({"TILE": 32, "MICRO": 4}, 4)
+    saved = tuning.Table.load(tuning.file_for("Fake GPU 9000", 13020))
+    assert saved.get("forward_gemm", np.float32, 10, 30, 784) == first and len(saved.entries) == 5
+    calls = len(timer.calls)
+    log.clear()
+    step(np.arange(10, 20))
+    step(np.arange(10))
+    assert len(timer.calls) == calls and len(timed) == 5          # nothing timed again
+    # the steps launch the winners: the first forward GEMM on the 32-tile kernel with 4 splits, the second
+    # (cuBLAS faster there) as cuBLAS and its epilogue
+    launched = entries(log)
+    names = [e.name for e in launched]
+    # and nothing of the timing runs (the cuBLAS candidates' epilogues) was recorded into the step
+    assert names == 2 * ["gather_rows_f32", "gemm_bias_sigmoid_f32", "bias_sigmoid_f32", "output_delta_mse_f32",
+                         "gemm_sigmoid_delta_f32", "weight_grad_sgd_f32", "weight_grad_sgd_f32"]
+    assert launched[names.index("gemm_bias_sigmoid_f32")].grid == (1, 1, 4)
+
+
+def test_lazy_tuning_times_nothing_during_a_capture_and_survives_an_unwritable_cache(tmp_path, monkeypatch, caplog):
+    from gpubp.cuda.tuner import LazyTuner
+    bk = dry_run_backend([])
+    capturing = [True]
+    lazy = LazyTuner(tuning.Table("Fake", 1), fake_timer(_costs), capturing=lambda: capturing[0])
+    assert lazy(bk, "forward_gemm", np.float32, 10, 30, 784) is None and lazy.timed == []
+    capturing[0] = False
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("GPUBP_CACHE_DIR", str(blocker))
+    with caplog.at_level("WARNING", logger="gpubp.tune"):
+        entry = lazy(bk, "forward_gemm", np.float32, 10, 30, 784)
+    assert entry.tiles == {"TILE": 32, "MICRO": 4} and lazy.table.get("forward_gemm", np.float32, 10, 30, 784) == entry
+    assert "could not keep the tuning table" in caplog.text
+
+
+def test_lazy_tuning_is_refused_where_it_would_measure_nothing_or_clash():
+    with pytest.raises(InputError, match=r"tune='lazy' is refused on the emulated device: it runs the kernels on the CPU"):
+        MLP([3, 2], backend="emulated", backend_options={"tune": "lazy"})
+    with pytest.raises(InputError, match=r"backend option tune must be 'lazy' .* or False, got 'eager'"):
+        MLP([3, 2], backend="emulated", backend_options={"tune": "eager"})
+    with pytest.raises(InputError, match=r"tune='lazy' picks the tiles per shape; defines fixes them"):
+        MLP([3, 2], backend="emulated", backend_options={"tune": "lazy", "defines": {"TILE": 32}})

@@ -28,6 +28,9 @@ Options:
                           while recording what reaches the array module, and
                           refuses a step a capture could not hold (cuBLAS, sync)
     defines=None          tunables injected as -D (e.g. {"TILE": 32})
+    tune=False            "lazy" (cupy): a GEMM shape that gpubp tune has not measured on this
+                          device is timed on its first launch (gpubp.cuda.tuner.LazyTuner) and the
+                          winner kept in the device's table; refused on the emulated device
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ import numpy as np
 
 from ..numpy_backend import ArrayBackend
 from ..validation import InputError
-from . import launchers, nvrtc, sources
+from . import launchers, nvrtc, sources, tuner, tuning
 from .prepared import Call, OpCall, PreparedStep
 
 
@@ -49,7 +52,7 @@ CUBLAS_CAPTURE_LIMIT = ("CuPy refuses cuBLAS calls during CUDA stream capture (N
 
 #: the options of the kernel backends, with their defaults (gemm=None: "own" with cuda_graph, else "cublas")
 OPTIONS = {"fused_update": True, "cublas_weight_grad": False, "naive": False, "cuda_graph": False, "gemm": None,
-           "defines": None, "fused_step": "auto", "steps_per_launch": None}
+           "defines": None, "fused_step": "auto", "steps_per_launch": None, "tune": False}
 #: the options that ask for the per-kernel step (fused_step="auto" then leaves it to them)
 PER_KERNEL_OPTIONS = ("fused_update", "cublas_weight_grad", "naive", "cuda_graph", "gemm")
 #: fused_step="auto" takes the fused step for a step of at most this many FLOPs: one block holds one SM,
@@ -81,8 +84,14 @@ def check_options(options: dict) -> None:
     non-bool switches, and cuda_graph where the step cannot be captured."""
     check_option_names(options)
     for key, value in options.items():
-        if key not in ("defines", "gemm", "fused_step", "steps_per_launch") and not isinstance(value, (bool, np.bool_)):
+        if key not in ("defines", "gemm", "fused_step", "steps_per_launch", "tune") and not isinstance(value, (bool, np.bool_)):
             raise InputError(f"backend option {key} must be True or False, got {value!r}")
+    tune = options.get("tune", False)
+    if not (tune is False or tune == "lazy"):
+        raise InputError(f"backend option tune must be 'lazy' (time a GEMM shape on its first launch) or False, "
+                         f"got {tune!r}")
+    if tune == "lazy" and options.get("defines"):
+        raise InputError("tune='lazy' picks the tiles per shape; defines fixes them: choose one")
     fused = options.get("fused_step", "auto")
     if not (fused == "auto" or isinstance(fused, (bool, np.bool_))):
         raise InputError(f"backend option fused_step must be 'auto', True or False, got {fused!r}")
@@ -125,8 +134,9 @@ def _default_tunables() -> dict:
 
 class KernelBackend(ArrayBackend):
     def __init__(self, name, xp, kernels, *, fused_update=True, cublas_weight_grad=False, naive=False,
-                 cuda_graph=False, gemm=None, fused_step="auto", steps_per_launch=None):
+                 cuda_graph=False, gemm=None, fused_step="auto", steps_per_launch=None, tune=False):
         super().__init__(xp)
+        self.tune = tune
         self.fused_step = fused_step
         self.steps_per_launch = steps_per_launch
         # what asks for the per-kernel step (fused_step="auto" leaves the step to it)
@@ -144,6 +154,7 @@ class KernelBackend(ArrayBackend):
         self._recording = None           # the ops of the step being recorded (see record), else None
         self._counters = {}              # tiles -> the split-K counters (int32 zeros) of launches with that many
         self.tuned = None                # gpubp.cuda.tuning.Table measured on this device, if any
+        self.tuner = None                # tune="lazy": times a shape the table lacks (gpubp.cuda.tuner.LazyTuner)
 
     #: steps on this backend are recorded once and replayed (gpubp.cuda.prepared)
     prepares = True
@@ -241,16 +252,21 @@ class KernelBackend(ArrayBackend):
     def create(cls, name, *, defines=None, **options):
         check_options(dict(options, defines=defines))
         if name == "emulated":
+            if options.get("tune"):
+                raise InputError(f"tune='lazy' is refused on the emulated device: {tuner.EMULATED_TIMES}; use it "
+                                 f"with backend='cupy'")
             return cls("emulated", np, sources.emulated_kernels(defines), **options)
         if name == "cupy":
             ks = sources.cupy_kernels(defines)   # raises DeviceUnavailable with the reason and the fix
             import cupy
             bk = CupyBackend("cupy", cupy, ks, **options)
             if not defines:                      # tiles a user chose win over the tuner's
-                from . import tuning
-                props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
-                name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
-                bk.tuned = tuning.for_device(name, cupy.cuda.runtime.runtimeGetVersion())
+                device, cuda = tuner.current_device()
+                bk.tuned = tuning.for_device(device, cuda)
+                if bk.tune == "lazy":
+                    bk.tuned = bk.tuned or tuning.Table(device, cuda)
+                    bk.tuner = tuner.LazyTuner(bk.tuned, tuner.cuda_event_timer(),
+                                               capturing=lambda: cupy.cuda.get_current_stream().is_capturing())
             return bk
         raise ValueError(f"no kernel backend {name!r}; use 'emulated' or 'cupy'")
 
@@ -307,7 +323,7 @@ class KernelBackend(ArrayBackend):
         tile shared by the launches: each launch leaves its counters zero)."""
         if self.naive:
             return self.ks, {}
-        entry = self.tuned.get(family, dtype, M, N, K) if self.tuned is not None else None
+        entry = self._tuned_entry(family, dtype, M, N, K)
         ks = self.ks.variant(entry.tiles) if entry is not None else self.ks
         splits = entry.splits if entry is not None else launchers.gemm_splits(ks, family, M, N, K)
         return ks, self._split_workspace(ks, family, M, N, splits, dtype)
@@ -317,8 +333,20 @@ class KernelBackend(ArrayBackend):
         tuner found it at least as fast as cuBLAS for this shape (cuBLAS where nothing was measured)."""
         if self.gemm != "auto":
             return self.gemm == "own"
-        entry = self.tuned.get(family, dtype, M, N, K) if self.tuned is not None else None
+        entry = self._tuned_entry(family, dtype, M, N, K)
         return entry is not None and entry.own_wins
+
+    def _tuned_entry(self, family, dtype, M, N, K):
+        """What the tuning table holds for one GEMM shape; with tune="lazy", a shape it lacks is timed now
+        (once: the tuner puts it in the table).  None: nothing measured (the defaults run)."""
+        entry = self.tuned.get(family, dtype, M, N, K) if self.tuned is not None else None
+        if entry is None and self.tuner is not None and min(M, N) > 0:
+            recording, self._recording = self._recording, None   # the timing runs are no part of the step
+            try:
+                entry = self.tuner(self, family, dtype, M, N, K)
+            finally:
+                self._recording = recording
+        return entry
 
     def _split_workspace(self, ks, family, M, N, splits, dtype) -> dict:
         if splits == 1:
