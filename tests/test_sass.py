@@ -58,6 +58,19 @@ def test_the_k_major_operands_are_copied_asynchronously_from_sm_80_on(family, ke
         assert not sass.instruction_counts(family, "sm_90", (("PIPELINE", 2),))[name].count("LDGSTS"), name
 
 
+@needs_nvdisasm
+@pytest.mark.parametrize("arch", ["sm_75", "sm_90"])
+@pytest.mark.parametrize("family, kernel", GEMMS, ids=[k for _, k in GEMMS])
+def test_the_main_loop_is_mostly_ffma_with_its_index_arithmetic_hoisted(family, kernel, arch):
+    """The f32 main loop (every path through it counted once): 16 FFMA per 128-bit shared load, and more than
+    55 % of its instructions FFMA: staging and index arithmetic are the rest (v1's loop, compiled from
+    git a2a0bd6 for sm_90: 38-41 % FFMA, 2.0 FFMA per 32-bit load)."""
+    loop = sass.instruction_counts(family, arch)[f"{kernel}_f32"].main_loop
+    assert loop is not None and loop.fma == 256, loop            # one chunk: 8×8 FFMA × BK = 4, unrolled
+    assert loop.shared_loads == {128: 16} and loop.ffma_per_shared_load == 16.0, dict(loop.opcodes)
+    assert loop.fma_share > 0.55, f"{kernel}_f32 on {arch}: {loop.fma} FFMA of {loop.total}: {dict(loop.opcodes)}"
+
+
 def test_the_parser_reads_nvdisasms_text():
     text = """
         .section .text.k_f32,"ax",@progbits
@@ -72,6 +85,7 @@ def test_the_parser_reads_nvdisasms_text():
     """
     counts = sass.parse(text)
     k = counts["k_f32"]
+    assert k.main_loop is None                                  # no backward branch
     assert k.fma == 2 and k.shared_loads == {128: 1, 32: 1} and k.ffma_per_shared_load == 1.0
     assert k.wide_shared_load_share == 0.5 and k.count("LDG") == 1     # @!PT: never issued, not counted
     assert counts["k_f64"].fma == 1 and counts["k_f64"].shared_loads == {}
@@ -119,3 +133,25 @@ def test_step_prepares_a_launch_for_each_alignment_of_x():
     firsts = [next(op for op in plan.launches if op.name.startswith("gemm_bias_sigmoid")) for plan in
               net._step_plans.values()]
     assert [op.args[7] for op in firsts] == [1, 0]
+
+
+def test_the_parser_finds_the_loop_with_the_most_fmas():
+    text = """
+        .section .text.k_f32,"ax",@progbits
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        .L_x_1:
+        /*0010*/                   FADD R2, R2, 1 ;
+        /*0020*/              @P0  BRA `(.L_x_1) ;
+        .L_x_2:
+        /*0030*/                   LDS.128 R4, [R2] ;
+        /*0040*/                   FFMA R8, R4, R5, R8 ;
+        /*0050*/                   FFMA R9, R4, R6, R9 ;
+        /*0060*/                   IADD3 R2, R2, 0x10, RZ ;
+        /*0070*/              @P1  BRA `(.L_x_2) ;
+        /*0080*/                   BRA `(.L_x_3) ;
+        .L_x_3:
+        /*0090*/                   EXIT ;
+    """
+    loop = sass.parse(text)["k_f32"].main_loop
+    assert dict(loop.opcodes) == {"LDS.128": 1, "FFMA": 2, "IADD3": 1, "BRA": 1}
+    assert loop.fma_share == 0.4 and loop.ffma_per_shared_load == 2.0

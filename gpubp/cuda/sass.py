@@ -5,7 +5,8 @@ A GPU's speed on a tiled GEMM is bounded by what its inner loop issues: FFMA per
 the loads' width, and spills.  All of that is in the compiled code, and needs no GPU to read::
 
     counts = sass.instruction_counts("forward_gemm", "sm_90")
-    counts["gemm_bias_sigmoid_f32"].ffma_per_shared_load     # 34.2 (the σ epilogue's FFMAs included)
+    counts["gemm_bias_sigmoid_f32"].ffma_per_shared_load     # 33.2 (the σ epilogue's FFMAs included)
+    counts["gemm_bias_sigmoid_f32"].main_loop.fma_share      # 0.63: FFMA among the main loop's instructions
 
 nvdisasm comes from the pip wheel ``nvidia-cuda-nvdisasm`` (in the ``nvrtc`` and ``test`` extras), else
 a CUDA toolkit's (``$CUDA_HOME/bin``, ``/usr/local/cuda/bin``, ``PATH``).
@@ -71,9 +72,21 @@ def disassemble(cubin: bytes) -> str:
 
 @dataclass
 class KernelCounts:
-    """One kernel's instructions by opcode (``LDS.128``, ``FFMA.FTZ``: the whole mnemonic)."""
+    """One kernel's instructions by opcode (``LDS.128``, ``FFMA.FTZ``: the whole mnemonic); ``main_loop``: those
+    of its loop that holds the most FMAs (the span from a backward branch's target to the branch, every path
+    through it counted once), None for a kernel without a loop."""
     name: str
     opcodes: collections.Counter = field(default_factory=collections.Counter)
+    main_loop: "KernelCounts | None" = None
+
+    @property
+    def total(self) -> int:
+        return sum(self.opcodes.values())
+
+    @property
+    def fma_share(self) -> float:
+        """FMAs over all instructions: in a GEMM's main loop, what is left over is staging and index arithmetic."""
+        return self.fma / self.total if self.total else 0.0
 
     def count(self, *bases: str) -> int:
         """Instructions whose opcode, before its first '.', is one of ``bases`` (``count("FFMA")``)."""
@@ -108,7 +121,9 @@ class KernelCounts:
 
 
 _SECTION = re.compile(r"^\s*\.section\s+\.text\.(\w+)")
-_INSTRUCTION = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(@!?U?P[T\d]+\s+)?([A-Z][A-Z0-9_]*(?:\.[A-Z0-9_]+)*)")
+_INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P[T\d]+\s+)?([A-Z][A-Z0-9_]*(?:\.[A-Z0-9_]+)*)(.*)")
+_LABEL = re.compile(r"^\s*(\.L_x_\d+):")
+_TARGET = re.compile(r"\((\.L_x_\d+)\)")
 #: the predicate "never" (not true): ptxas puts three ``@!PT LDS RZ, [RZ]`` before each LDGSTS (cp.async), which
 #: never issue; counted, they would read as 32-bit shared loads
 _NEVER = re.compile(r"@!U?PT\s")
@@ -118,16 +133,49 @@ def parse(text: str) -> dict[str, KernelCounts]:
     """Kernel name -> its instruction counts, from nvdisasm's text (an instruction predicated on ``!PT``, which
     never runs, is not counted)."""
     kernels, current = {}, None
+    code = {}                         # kernel -> [(address, opcode, branch target label)], {label: address}
+    pending = []                      # labels waiting for the address of the next instruction
     for line in text.splitlines():
         m = _SECTION.match(line)
         if m:
             current = kernels.setdefault(m.group(1), KernelCounts(m.group(1)))
+            code[current.name] = ([], {})
+            pending = []
             continue
-        if current is not None:
-            m = _INSTRUCTION.search(line)
-            if m and not (m.group(1) and _NEVER.match(m.group(1))):
-                current.opcodes[m.group(2)] += 1
+        if current is None:
+            continue
+        m = _LABEL.match(line)
+        if m:
+            pending.append(m.group(1))
+            continue
+        m = _INSTRUCTION.search(line)
+        if m:
+            address = int(m.group(1), 16)
+            instructions, labels = code[current.name]
+            labels.update((label, address) for label in pending)
+            pending = []
+            if m.group(2) and _NEVER.match(m.group(2)):
+                continue
+            target = _TARGET.search(m.group(4)) if m.group(3).startswith("BRA") else None
+            instructions.append((address, m.group(3), target.group(1) if target else None))
+            current.opcodes[m.group(3)] += 1
+    for name, (instructions, labels) in code.items():
+        kernels[name].main_loop = _main_loop(name, instructions, labels)
     return kernels
+
+
+def _main_loop(name, instructions, labels) -> KernelCounts | None:
+    """The loop (a backward branch: from its target to itself) with the most FMAs, counted."""
+    best = None
+    for address, _op, target in instructions:
+        start = labels.get(target) if target else None
+        if start is None or start > address:
+            continue
+        loop = KernelCounts(f"{name} main loop", collections.Counter(op for a, op, _ in instructions
+                                                                     if start <= a <= address))
+        if best is None or loop.fma > best.fma:
+            best = loop
+    return best
 
 
 @functools.lru_cache(maxsize=None)
