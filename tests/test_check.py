@@ -29,7 +29,7 @@ def test_cpu_check_passes_and_reports_every_part(tmp_path, capsys):
     assert list(status) == list(check_run.PARTS)
     assert status["environment"] == status["kernels"] == status["fit"] == "PASS"
     assert status["nvrtc"] in ("PASS", "NOT RUN")
-    assert status["pytest"] == status["sanitizers"] == status["bench"] == "NOT RUN"
+    assert status["pytest"] == status["sanitizers"] == status["bench"] == status["tune"] == "NOT RUN"
     kernels = next(p for p in data["parts"] if p["name"] == "kernels")
     # every check naive and fast, f32 and f64; then the 9 GEMM checks' fast kernels under the 2 other schedules
     assert len(check_kernels.GEMM_CHECKS) == 9 and len(check_kernels.SCHEDULES) == 2
@@ -128,3 +128,30 @@ def test_pytest_part_reads_the_run(tmp_path, body, status, summary):
 def test_pytest_part_without_tests_is_not_run(tmp_path):
     part = check_run.pytest_part(root=tmp_path)
     assert part["status"] == "NOT RUN" and "an installed gpubp" in part["why"]
+
+
+def test_the_tune_part_reports_every_shape_of_the_bench_nets_against_cublas():
+    """The --gpu tune part's logic on a dry run with a fake timer: a row per GEMM shape of the bench nets,
+    own against cuBLAS where cuBLAS has a twin; nothing saved."""
+    import numpy as np
+
+    from gpubp import tune
+    from gpubp.bench.cases import NETS
+    from gpubp.cuda.dryrun import dry_run_backend
+
+    def timer(fn, what):                     # own: 2 us, cuBLAS 4 us on the forward GEMMs, 1 us on BP2
+        return {"own": 2e-6, "cublas": 4e-6 if what["family"] == "forward_gemm" else 1e-6}[what["impl"]]
+    lines = []
+    part = check_run.tune_part(lines.append, bk=dry_run_backend([]), timer=timer, device="Fake", cuda=1)
+    shapes = {(f, M, N, K) for sizes, B in NETS for f, M, N, K in tune.gemm_shapes(sizes, B)}
+    assert part["status"] == "PASS" and len(part["rows"]) == len(shapes) == 21
+    by = {r["shape"]: r for r in part["rows"]}
+    assert by["forward_gemm f32 10 30 784"]["own / cuBLAS"] == 0.5
+    assert by["backward_gemm f32 128 256 256"]["own / cuBLAS"] == 2.0
+    assert by["weight_grad f32 784 30 10"]["cuBLAS us"] is None
+    fwd = sum(f == "forward_gemm" for f, *_ in shapes)
+    bp2 = sum(f == "backward_gemm" for f, *_ in shapes)
+    assert f"on {fwd} of the {fwd + bp2}" in part["summary"]
+    assert np.isclose(float(part["summary"].split("own / cuBLAS ")[1].split(" ")[0]),
+                      np.exp((fwd * np.log(0.5) + bp2 * np.log(2.0)) / (fwd + bp2)), atol=0.005)
+    assert len(lines) == 21

@@ -15,6 +15,10 @@ nvrtc         compile for every arch in ARCHS, budgets     the same (NOT RUN wit
 pytest        ``pytest -m gpu`` on the checkout's tests    NOT RUN (the CPU tests are ``pytest``)
 sanitizers    compute-sanitizer's 4 tools over kernels     NOT RUN
 bench         ``gpubp bench --quick`` into DIR/bench       NOT RUN (``gpubp bench --quick``)
+tune          ``gpubp tune`` on the bench nets' GEMM       NOT RUN (times on the emulated device say
+              shapes: the fastest tiles and split of each, nothing of a GPU's)
+              its time against cuBLAS's (reported only:
+              the device's tuning table is left as it is)
 
 The report is DIR/check.json and DIR/check.md (and DIR/bench/ with --gpu): at
 most 5 files.  The exit status is 0 when every part that ran passed.
@@ -36,7 +40,7 @@ from .._version import __version__
 from ..device import cuda_environment
 from . import report
 
-PARTS = ("environment", "kernels", "fit", "nvrtc", "pytest", "sanitizers", "bench")
+PARTS = ("environment", "kernels", "fit", "nvrtc", "pytest", "sanitizers", "bench", "tune")
 ROOT = Path(__file__).resolve().parents[2]          # the checkout (gpubp/check/run.py)
 
 
@@ -148,6 +152,35 @@ def bench_part(out_dir, log) -> dict:
                  details={"summary": lines, "gpu_peaks": rep.machine.get("gpu_peaks")})
 
 
+def tune_part(log, bk=None, **tune_args) -> dict:
+    """gpubp tune over every GEMM shape of the bench nets' steps (f32) on the cupy backend (``bk`` and
+    ``tune_args``, a timer, device and CUDA version: the tests' dry run): a row per shape, own against
+    cuBLAS.  The table is reported, not saved."""
+    from .. import tune
+    from ..backend import get_backend
+    from ..bench.cases import NETS
+    bk = bk if bk is not None else get_backend("cupy")[0]
+    table = None
+    for sizes, B in NETS:
+        table = tune.tune(bk, sizes, B, table=table, log=lambda line: log("  " + line), **tune_args)
+    rows, ratios = [], []
+    for key, e in table.entries.items():
+        ratio = e.us / e.cublas_us if e.cublas_us else None
+        if ratio is not None:
+            ratios.append(ratio)
+        rows.append({"shape": key, "tiles": " ".join(f"{k}={v}" for k, v in e.tiles.items()), "splits": e.splits,
+                     "own us": round(e.us, 2), "cuBLAS us": None if e.cublas_us is None else round(e.cublas_us, 2),
+                     "own / cuBLAS": None if ratio is None else round(ratio, 2)})
+    wins = sum(r <= 1 for r in ratios)
+    gmean = float(np.exp(np.mean(np.log(ratios)))) if ratios else float("nan")
+    return _part("tune", "PASS", rows=rows,
+                 summary=f"{len(rows)} GEMM shapes of the bench nets on {table.device}; gpubp's kernel at least as "
+                         f"fast as cuBLAS (with its epilogue) on {wins} of the {len(ratios)} it was timed against, "
+                         f"own / cuBLAS {gmean:.2f} (geometric mean); the weight gradients have no cuBLAS twin",
+                 details={"device": table.device, "cuda": table.cuda, "gpubp": table.gpubp,
+                          "entries": {k: vars(e) for k, e in table.entries.items()}})
+
+
 def run(gpu: bool, out_dir, parts=PARTS, log=print) -> dict:
     """Run the parts (in PARTS order), write the report into ``out_dir``, and return it."""
     unknown = sorted(set(parts) - set(PARTS))
@@ -177,7 +210,9 @@ def run(gpu: bool, out_dir, parts=PARTS, log=print) -> dict:
         elif not gpu:
             part = _part(name, "NOT RUN", why={"pytest": "only with --gpu (the CPU tests: python -m pytest)",
                                                "sanitizers": "only with --gpu (compute-sanitizer needs a device)",
-                                               "bench": "only with --gpu (the CPU figures: gpubp bench --quick)"}[name])
+                                               "bench": "only with --gpu (the CPU figures: gpubp bench --quick)",
+                                               "tune": "only with --gpu (times on the emulated device say "
+                                                       "nothing of a GPU's)"}[name])
         elif name == "pytest":
             part = pytest_part()
         elif name == "sanitizers":
@@ -188,8 +223,10 @@ def run(gpu: bool, out_dir, parts=PARTS, log=print) -> dict:
                                            + (f" ({t['counts']})" if t.get("counts") else "") for t in s["tools"])
                          or None, rows=[{k: v for k, v in t.items() if k != "log_tail"} for t in s["tools"]],
                          details={"log_tails": {t["tool"]: t.get("log_tail", "") for t in s["tools"]}})
-        else:
+        elif name == "bench":
             part = bench_part(out_dir, log)
+        else:
+            part = tune_part(log)
         part["seconds"] = round(time.perf_counter() - tp, 1)
         log(f"gpubp check: {name}: {part['status']}" + (f" ({part['why']})" if part.get("why") else
                                                          f": {part['summary']}" if part.get("summary") else ""))
