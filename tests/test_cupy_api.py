@@ -21,6 +21,8 @@ METHODS = [
     "RawModule.get_function",                            # cuda.sources._CupyModule
     "cuda.Stream.begin_capture", "cuda.Stream.end_capture", "cuda.Stream.synchronize",
     "cuda.Graph.launch",                                 # cuda.backend.CupyBackend.run_step
+    "cuda.Stream.is_capturing",                          # cuda.backend: tune="lazy" times nothing in a capture
+    "cuda.Event.record", "cuda.Event.synchronize",       # cuda.tuner.cuda_event_timer
     "cuda.Device.attributes", "cuda.Device.compute_capability",   # bench.timing.gpu_peaks
     "cuda.runtime.deviceGetAttribute",
     "ndarray.get",                                       # numpy_backend.to_numpy
