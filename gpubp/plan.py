@@ -280,7 +280,8 @@ def plan(sizes, B, loss="cross_entropy", options=None, device="h100", dtype=np.f
                 raise RuntimeError(f"the dry run launched {entry.name} where its prepared step holds {op.name}")
             threads = math.prod(entry.block)
             p.blocks = math.prod(entry.grid)
-            p.registers = _registers(gpu, entry.name, options.get("defines"))
+            defines = op.defines if op is not None else options.get("defines")    # the launch's own build
+            p.registers = _registers(gpu, entry.name, defines)
             p.shared_mem = _static_smem(entry.name, op) + entry.shared_mem
             p.blocks_per_sm = _blocks_per_sm(gpu, threads, p.registers, p.shared_mem)
             spec = launchers.SPECS.get(op.spec) if op is not None else None
@@ -314,12 +315,12 @@ def plan(sizes, B, loss="cross_entropy", options=None, device="h100", dtype=np.f
 
 
 def _static_smem(name: str, op) -> int:
-    """The static shared memory of a kernel at the default tunables, from its launcher's budget."""
+    """The static shared memory of a kernel at the tunables it was compiled with, from its launcher's budget."""
     if op is None or op.spec not in launchers.SPECS:
         return 0
     from .cuda import sources
     spec = launchers.SPECS[op.spec]
-    fast, naive = spec.budgets(sources.defaults(spec.family), 8 if name.endswith("f64") else 4)
+    fast, naive = spec.budgets({**sources.defaults(spec.family), **op.defines}, 8 if name.endswith("f64") else 4)
     return (naive if "_naive" in name else fast).smem
 
 

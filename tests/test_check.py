@@ -31,11 +31,12 @@ def test_cpu_check_passes_and_reports_every_part(tmp_path, capsys):
     assert status["nvrtc"] in ("PASS", "NOT RUN")
     assert status["pytest"] == status["sanitizers"] == status["bench"] == status["tune"] == "NOT RUN"
     kernels = next(p for p in data["parts"] if p["name"] == "kernels")
-    # every check naive and fast, f32 and f64; then the 9 GEMM checks' fast kernels under the 2 other schedules
-    assert len(check_kernels.GEMM_CHECKS) == 9 and len(check_kernels.SCHEDULES) == 2
-    assert len(kernels["rows"]) == 4 * len(check_kernels.CHECKS) + 2 * 9 * 2 == 100
+    # every check naive and fast, f32 and f64; then the 9 GEMM checks' fast kernels on the 3 other builds
+    assert len(check_kernels.GEMM_CHECKS) == 9 and len(check_kernels.VARIANTS) == 3
+    assert len(kernels["rows"]) == 4 * len(check_kernels.CHECKS) + 3 * 9 * 2 == 118
     assert all(r["passed"] and r["shapes"] >= 20 for r in kernels["rows"])
-    assert {r["version"] for r in kernels["rows"]} == {"naive", "fast", "fast PIPELINE=2", "fast PIPELINE=1"}
+    assert {r["version"] for r in kernels["rows"]} == {"naive", "fast", "fast PIPELINE=2", "fast PIPELINE=1",
+                                                       "fast TILE=32 MICRO=4"}
     files = list(tmp_path.iterdir())
     assert sorted(f.name for f in files) == ["check.json", "check.md"]
     assert all(f.stat().st_size < 16 * 2**20 for f in files)

@@ -130,7 +130,7 @@ def test_fit_on_own_gemms_matches_numpy(device, sizes, batch, loss):
     assert fit_parity(device, {"gemm": "own"}, loss, 0.9, 1e-3, sizes=sizes, batch=batch) < 1e-4
 
 
-def test_the_graph_step_reaches_no_cublas_on_the_emulated_device(monkeypatch):
+def test_the_graph_step_reaches_no_cublas_on_the_emulated_device(launched):
     """What a CUDA graph of the step would hold, checked without a GPU: the step runs once with the array
     module replaced by a recorder.  With gemm='own' it calls nothing of the array module at all (the
     gather is gather.cu's kernel): no matmul, nothing that syncs; a step that calls matmul is refused."""
@@ -139,15 +139,10 @@ def test_the_graph_step_reaches_no_cublas_on_the_emulated_device(monkeypatch):
     for options, expected in (({"cuda_graph": True}, set()),
                               ({"cuda_graph": True, "fused_update": False}, {"multiply"})):
         net = MLP([13, 17, 9, 5], backend="emulated", seed=3, backend_options=options)
-        launched = []
-        ks = net.backend.ks                     # the process's cached KernelSet: patched for this step only
-        raw = ks.raw_function                   # what launches call (prepared launches keep what it returns)
-        monkeypatch.setattr(ks, "raw_function", lambda name: lambda *a, **k: launched.append(name) or raw(name)(*a, **k))
         step = net.stepper(*net.to_device(X, y), lr=0.5)
         step(np.arange(10))                     # eager: makes the scratch arrays, as the cupy backend's first run
         launched.clear()
         step(np.arange(10, 20))                 # the run a capture would hold: recorded
-        monkeypatch.undo()
         (calls,) = net.backend.capture_calls.values()
         assert set(calls) == expected, calls
         assert {"gather_rows_f32", "gemm_bias_sigmoid_f32", "gemm_sigmoid_delta_f32", "output_delta_ce_f32" if net.cost.name ==

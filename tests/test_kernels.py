@@ -52,11 +52,12 @@ def test_kernel_against_reference(dev, check, fn, extra, naive, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("defines", [pytest.param(d, id=" ".join(f"{k}={v}" for k, v in d.items()))
-                                     for d in checks.SCHEDULES])
+                                     for d in checks.VARIANTS])
 @pytest.mark.parametrize("check, fn, extra", checks.GEMM_CHECKS, ids=[c[0].replace(" ", "-") for c in checks.GEMM_CHECKS])
-def test_gemm_schedules_against_reference(dev, check, fn, extra, defines, dtype):
-    """The main loop's other schedules (register double buffering; v1's one stage) on every GEMM check."""
-    assert fn(checks.scheduled(dev, defines), dtype, False, **extra) >= 20
+def test_gemm_variants_against_reference(dev, check, fn, extra, defines, dtype):
+    """The main loop's other schedules (register double buffering; v1's one stage) and the narrow tiles on
+    every GEMM check."""
+    assert fn(checks.variant(dev, defines), dtype, False, **extra) >= 20
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

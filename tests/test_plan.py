@@ -16,14 +16,10 @@ from gpubp.testing import assert_close
 OPTIONS = [{}, {"gemm": "own"}, {"fused_update": False}, {"gemm": "own", "naive": True}, {"cublas_weight_grad": True}]
 
 
-def _emulated_step_launches(sizes, B, options, monkeypatch, loss="cross_entropy"):
+def _emulated_step_launches(sizes, B, options, launched, loss="cross_entropy"):
     """(kernel names, array-module calls) of one fit step on the emulated device, after the first."""
     from gpubp.cuda.backend import _Recorder
     net = MLP(sizes, loss=loss, backend="emulated", seed=0, backend_options=options)
-    ks = net.backend.ks
-    launched = []
-    raw = ks.raw_function
-    monkeypatch.setattr(ks, "raw_function", lambda name: lambda *a, **k: launched.append(name) or raw(name)(*a, **k))
     rng = np.random.default_rng(0)
     step = net.stepper(*net.to_device(rng.random((2 * B, sizes[0])), rng.integers(0, sizes[-1], 2 * B)), lr=0.1)
     order = step.order(np.arange(2 * B))
@@ -36,14 +32,14 @@ def _emulated_step_launches(sizes, B, options, monkeypatch, loss="cross_entropy"
         step(order[B:], loss_row=losses[1])             # replayed
     finally:
         net.backend.xp = recorder.module
-    monkeypatch.undo()
-    return launched, recorder.calls
+    launched.stop()
+    return list(launched), recorder.calls
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
 @pytest.mark.parametrize("sizes, B", [([784, 30, 10], 10), ([13, 17, 9, 5], 7)])
-def test_plan_lists_exactly_what_a_step_launches_on_the_emulated_device(sizes, B, options, monkeypatch):
-    kernels, calls = _emulated_step_launches(sizes, B, options, monkeypatch)
+def test_plan_lists_exactly_what_a_step_launches_on_the_emulated_device(sizes, B, options, launched):
+    kernels, calls = _emulated_step_launches(sizes, B, options, launched)
     planned = gplan.plan(sizes, B, options=options, measure=False)
     assert [q.name for q in planned.launches if q.kind == "kernel"] == kernels
     if not options.get("fused_update", True) or options.get("cublas_weight_grad"):
@@ -95,10 +91,9 @@ def test_a_dry_run_computes_nothing_and_logs_every_launch():
 
 def test_a_prepared_step_is_recorded_once_and_replayed(monkeypatch):
     net = MLP([7, 6, 4], backend="emulated", seed=2, backend_options={"gemm": "own"})
-    ks = net.backend.ks
     asked = []
-    raw = ks.raw_function
-    monkeypatch.setattr(ks, "raw_function", lambda name: asked.append(name) or raw(name))
+    raw = sources.KernelSet.raw_function           # every KernelSet's (the narrow GEMMs run on a variant)
+    monkeypatch.setattr(sources.KernelSet, "raw_function", lambda ks, name: asked.append(name) or raw(ks, name))
     rng = np.random.default_rng(1)
     X, y = rng.random((30, 7)), rng.integers(0, 4, 30)
     step = net.stepper(*net.to_device(X, y), lr=0.3)
@@ -221,3 +216,23 @@ def test_every_gemm_launch_of_the_bench_nets_has_enough_blocks_for_132_sms(sizes
     assert gemms
     for q in gemms:
         assert q.blocks >= min(132, q.flops / 2e6), f"{q.name} {q.grid}: {q.blocks} blocks for {q.flops / 1e6:.1f} MFLOP"
+
+
+def test_a_narrow_f32_output_gets_the_narrow_tiles():
+    """Where nothing was tuned, a GEMM launch whose output is at most 32 wide runs the 32×32 tile (4×4 a
+    thread): the large net's 1024→10 layer is 16 tiles of 32 rows, each computing 10 of 32 columns, not 8
+    of 64 rows computing 10 of 64; f64, wide outputs and tiles a user chose keep theirs."""
+    from gpubp.cuda import launchers
+    ks = sources.emulated_kernels()
+    assert launchers.gemm_tiles(ks, "forward_gemm", np.float32, 512, 10) == {"TILE": 32, "MICRO": 4}
+    assert launchers.gemm_tiles(ks, "weight_grad", np.float32, 1024, 10) == {"TILE": 32, "MICRO": 4}
+    assert launchers.gemm_tiles(ks, "forward_gemm", np.float32, 512, 33) == {}
+    assert launchers.gemm_tiles(ks, "forward_gemm", np.float64, 512, 10) == {}
+    assert launchers.gemm_tiles(sources.emulated_kernels({"TILE": 128, "MICRO": 8}), "forward_gemm", np.float32,
+                                512, 10) == {"TILE": 128, "MICRO": 8}
+    p = gplan.plan([784, 1024, 1024, 10], 512, options={"gemm": "own", "fused_step": False}, device="h100",
+                   measure=False)
+    last = [q for q in p.launches if q.name == "gemm_bias_sigmoid_f32"][-1]
+    assert last.grid[:2] == (1, 16) and last.block == (launchers.gemm_threads(launchers.NARROW_TILES, 4),)
+    wide = [q for q in p.launches if q.name == "gemm_bias_sigmoid_f32"][0]
+    assert wide.block == (launchers.gemm_threads({"TILE": 64, "MICRO": 8}, 4),)

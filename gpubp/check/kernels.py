@@ -330,27 +330,28 @@ CHECKS = [
 ]
 
 
-#: the main loop's schedules other than the default (gemm_mainloop.cuh's PIPELINE: 2 stages through
-#: registers, and v1's one stage), each checked on the GEMM checks of CHECKS (the fast kernels)
-SCHEDULES = ({"PIPELINE": 2}, {"PIPELINE": 1})
+#: the GEMMs' other builds that steps launch, each checked on the GEMM checks of CHECKS (the fast kernels):
+#: the main loop's other schedules (gemm_mainloop.cuh's PIPELINE: 2 stages through registers, v1's one
+#: stage) and the narrow tiles a narrow f32 output gets (launchers.NARROW_TILES)
+VARIANTS = ({"PIPELINE": 2}, {"PIPELINE": 1}, launchers.NARROW_TILES)
 GEMM_CHECKS = [c for c in CHECKS if c[1] in (gemm_bias_sigmoid, gemm_sigmoid_delta, weight_grad, weight_grad_sgd)]
 
 
-def scheduled(dev: Device, defines: dict) -> Device:
-    """``dev`` with its kernels compiled with ``defines`` (a schedule of the GEMMs' main loop)."""
+def variant(dev: Device, defines: dict) -> Device:
+    """``dev`` with its kernels compiled with ``defines`` (one of VARIANTS)."""
     return dev._replace(ks=dev.kernels(defines))
 
 
 def run_all(dev: Device, log=lambda line: None) -> list[dict]:
     """Every check of CHECKS, naive and fast, f32 and f64, on ``dev``, then the GEMM checks' fast kernels
-    under each of SCHEDULES: one result per run (``{"check", "version", "dtype", "shapes", "passed",
+    under each of VARIANTS: one result per run (``{"check", "version", "dtype", "shapes", "passed",
     "error"}``; a schedule's runs have version ``"fast PIPELINE=2"``); a failure is recorded and the
     rest still run."""
     runs = [(name, fn, extra, naive, "naive" if naive else "fast", dev)
             for name, fn, extra in CHECKS for naive in (True, False)]
-    for defines in SCHEDULES:
+    for defines in VARIANTS:
         label = "fast " + " ".join(f"{k}={v}" for k, v in defines.items())
-        runs += [(name, fn, extra, False, label, scheduled(dev, defines)) for name, fn, extra in GEMM_CHECKS]
+        runs += [(name, fn, extra, False, label, variant(dev, defines)) for name, fn, extra in GEMM_CHECKS]
     results = []
     for name, fn, extra, naive, version, on in runs:
         for dtype in DTYPES:

@@ -318,13 +318,13 @@ class KernelBackend(ArrayBackend):
     # -- split-K workspace for the fast GEMMs ----------------------------------------
     def _gemm(self, family, M, N, K, dtype) -> tuple:
         """(KernelSet, split-K arguments) of a fast GEMM launch of an M×N output with reduction K: the tile set
-        and split ``gpubp tune`` measured fastest for this shape on this device (``self.tuned``), else the
-        default tiles and ``gemm_splits``; the split's workspace (a scratch partial per shape, an int32 zero a
+        and split ``gpubp tune`` measured fastest for this shape on this device (``self.tuned``), else
+        ``gemm_tiles`` (the narrow tiles for a narrow f32 output) and ``gemm_splits``; the split's workspace (a scratch partial per shape, an int32 zero a
         tile shared by the launches: each launch leaves its counters zero)."""
         if self.naive:
             return self.ks, {}
         entry = self._tuned_entry(family, dtype, M, N, K)
-        ks = self.ks.variant(entry.tiles) if entry is not None else self.ks
+        ks = self.ks.variant(entry.tiles if entry is not None else launchers.gemm_tiles(self.ks, family, dtype, M, N))
         splits = entry.splits if entry is not None else launchers.gemm_splits(ks, family, M, N, K)
         return ks, self._split_workspace(ks, family, M, N, splits, dtype)
 

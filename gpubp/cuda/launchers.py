@@ -296,6 +296,22 @@ def gemm_splits(ks: KernelSet, family: str, M: int, N: int, K: int) -> int:
     return max(1, min(max(for_flops, for_latency), K // (MIN_SPLIT_CHUNKS * bk), MAX_SPLITS))
 
 
+#: the tiles of an f32 GEMM launch whose output is at most NARROW_EDGE rows or columns wide, where the default
+#: 64-wide tile would compute mostly padding (a 10-wide output layer: 16 % of a 64×64 tile's FMAs are
+#: useful, 31 % of a 32×32 one's); the 32 × 32 tile of 4×4 micro-tiles still issues 8 FFMA a shared load.
+#: f64 keeps its tiles (at MICRO 4 its micro-tile would be 2×2: 2 DFMA a shared load).  Modeled, like
+#: split-K: a table from gpubp tune replaces both.
+NARROW_TILES = {"TILE": 32, "MICRO": 4}
+NARROW_EDGE = 32
+
+
+def gemm_tiles(ks: KernelSet, family: str, dtype, M: int, N: int) -> dict:
+    """The tunables of the GEMM launch of an M×N output where nothing was tuned: NARROW_TILES for a narrow f32
+    output on the default tiles, else the KernelSet's own (tiles a user chose are kept)."""
+    narrow = min(M, N) <= NARROW_EDGE and np.dtype(dtype) == np.float32 and not ks.defines
+    return dict(NARROW_TILES) if narrow and ks.param(family, "TILE") > NARROW_TILES["TILE"] else dict(ks.defines)
+
+
 def _split_args(k: str, ks: KernelSet, family: str, dtype, M: int, N: int, splits: int, partial, counters,
                 naive: bool) -> tuple[tuple, dict]:
     """(the fast kernel's (splits, partial, counters) arguments, the workspace arrays for the aliasing check),
@@ -400,13 +416,14 @@ class Launch:
     eager launcher (``<kernel>``) runs it at once.  A prepared training step (``gpubp.cuda.prepared``)
     keeps them and replays them: the arrays in ``args`` are bound (kept alive) and their shapes,
     dtypes and aliasing were checked when it was made.  ``spec`` names the launcher's record in
-    ``SPECS`` and ``dims`` its (B, I, O), for the napkin math of ``gpubp plan``."""
+    ``SPECS``, ``dims`` its (B, I, O) and ``defines`` the tunables its kernel was compiled with (its
+    KernelSet's: a tuned or narrow tile set), for the napkin math and resources of ``gpubp plan``."""
 
-    __slots__ = ("name", "fn", "grid", "block", "args", "shared_mem", "spec", "dims")
+    __slots__ = ("name", "fn", "grid", "block", "args", "shared_mem", "spec", "dims", "defines")
 
-    def __init__(self, name, fn, grid, block, args, shared_mem=0, spec=None, dims=None):
+    def __init__(self, name, fn, grid, block, args, shared_mem=0, spec=None, dims=None, defines=None):
         self.name, self.fn, self.grid, self.block, self.args = name, fn, grid, block, args
-        self.shared_mem, self.spec, self.dims = shared_mem, spec, dims
+        self.shared_mem, self.spec, self.dims, self.defines = shared_mem, spec, dims, dict(defines or {})
 
     def __call__(self) -> None:
         self.fn(self.grid, self.block, self.args, shared_mem=self.shared_mem)
@@ -422,7 +439,7 @@ def _launch(ks: KernelSet, kernel: str, naive: bool, dtype: np.dtype, grid: tupl
     name = f"{kernel}{'_naive' if naive else ''}_{_SUFFIX[dtype]}"
     null = ks.NULL
     return Launch(name, ks.raw_function(name), grid, block, tuple(null if a is None else a for a in args), 0,
-                  spec or kernel, dims)
+                  spec or kernel, dims, ks.defines)
 
 
 def _eager(prepare):
@@ -798,7 +815,7 @@ def prepare_fused_step(ks: KernelSet, kernel: str, X, Y, idx, W, b, vW, vb, loss
     args = (X, Y, idx, null if loss is None else loss, np.int32(n), np.int32(total), np.int32(B), np.int32(L),
             *widths, *per_layer, *scalars, np.int32(1 if keep_weights else 0))
     return Launch(name, fn, (1,), (ks.param("fused_step", "FUSED_THREADS"),), args, smem, "fused_step",
-                  (int(B), total, *sizes))
+                  (int(B), total, *sizes), ks.defines)
 
 
 fused_step = _eager(prepare_fused_step)

@@ -148,9 +148,14 @@ def header_dirs() -> tuple[Path, ...]:
 
 
 def compile_family(family: str, arch: str = "sm_80", defines=None) -> Compiled:
-    """Compile ``kernels/<family>.cu`` to a CUBIN for ``arch`` and parse ptxas's resource report."""
-    return compile_source(sources.source(family), f"{family}.cu", arch,
-                          sources.compile_options(sources.normalize_defines(defines)), family=family)
+    """Compile ``kernels/<family>.cu`` to a CUBIN for ``arch`` and parse ptxas's resource report (once a
+    process per family, arch and tunables)."""
+    return _compile_family(sources.source(family), family, arch, sources.normalize_defines(defines))
+
+
+@functools.lru_cache(maxsize=None)
+def _compile_family(source: str, family: str, arch: str, defines: tuple) -> Compiled:
+    return compile_source(source, f"{family}.cu", arch, sources.compile_options(defines), family=family)
 
 
 def compile_source(source: str, filename: str, arch: str = "sm_80", options=(), family: str | None = None) -> Compiled:
