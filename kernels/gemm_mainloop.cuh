@@ -31,8 +31,10 @@
  *   PIPELINE 1: one stage, v1's schedule: load, barrier, FMAs, barrier; nothing overlaps.
  *   PIPELINE 2: two stages, register double buffering: the next chunk's global loads are issued
  *     into registers before the current chunk's FMAs and stored into the other stage after them.
- *     One barrier a chunk, at its start: it follows this thread's wait for its copies (PIPELINE 3)
- *     and every thread's stores, and every thread's reads of the stage the next chunk overwrites.
+ *     One barrier a chunk, at its end: it follows every thread's stores (and, under PIPELINE 3, its
+ *     wait for its copies) of the next chunk, and every thread's reads of the stage that the chunk
+ *     after overwrites.  (With the barrier at the chunk's start instead, ptxas gave BP2 130
+ *     registers on sm_90, 127 this way: over 128, 6 blocks of 64 threads an SM instead of 8.)
  *   PIPELINE 3 (the default): as 2, but an operand stored k-major (A_KMAJOR, B_KMAJOR: W, delta, and
  *     a_prevᵀ) goes to its stage by asynchronous copies (async_copy.cuh: cp.async, sm_80 and newer;
  *     below sm_80 PIPELINE 3 is 2): issued before the current chunk's FMAs, landing while they run,
@@ -283,23 +285,24 @@ __device__ void gemm_mainloop(const T* A, int lda, bool vec_a, const T* Bm, int 
         b.fetch(Bs[0], n0, k_begin, k_end);
         a.put(As[0]);
         b.put(Bs[0]);
-        if (COPIES) copies_commit();
+        if (COPIES) { copies_commit(); copies_wait(); }
     }
+    __syncthreads();                  // stage 0 is staged, every thread's part, before any thread reads it
     for (int t = 0; t < chunks; t++) {
         const int s = t & 1;
         const bool next = t + 1 < chunks;
-        if (COPIES) copies_wait();    // this thread's copies of chunk t have landed
-        __syncthreads();              // stage s is staged, every thread's part; every thread is done reading stage s^1
         if (next) {                   // the next chunk, in flight during this chunk's FMAs
             a.fetch(As[s ^ 1], m0, k_begin + (t + 1) * BK, k_end);
             b.fetch(Bs[s ^ 1], n0, k_begin + (t + 1) * BK, k_end);
             if (COPIES) copies_commit();
         }
         fmas(s);
-        if (next) {                   // the other stage: its last readers passed this chunk's barrier
+        if (next) {                   // the other stage: its last readers passed the previous barrier
             a.put(As[s ^ 1]);
             b.put(Bs[s ^ 1]);
+            if (COPIES) copies_wait();   // this thread's copies of the next chunk have landed
         }
+        __syncthreads();              // stage s^1 is staged, every thread's part; every thread is done reading stage s
     }
 #endif
 }
