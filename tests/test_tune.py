@@ -177,3 +177,14 @@ def test_lazy_tuning_is_refused_where_it_would_measure_nothing_or_clash():
         MLP([3, 2], backend="emulated", backend_options={"tune": "eager"})
     with pytest.raises(InputError, match=r"tune='lazy' picks the tiles per shape; defines fixes them"):
         MLP([3, 2], backend="emulated", backend_options={"tune": "lazy", "defines": {"TILE": 32}})
+
+
+def test_below_sm_80_the_register_staged_schedule_is_not_timed_twice():
+    """PIPELINE 3 is PIPELINE 2 where there is no cp.async: on sm_75 the tuner drops that candidate."""
+    from gpubp.cuda import tuner
+    from gpubp.cuda.dryrun import recording_kernels
+    on = {arch: {tuple(sorted(t.items())) for t, _ in tuner.candidates(recording_kernels([], arch=arch),
+                                                                        "forward_gemm", 10, 30, 784)}
+          for arch in ("sm_75", "sm_90")}
+    staged = (("MICRO", 8), ("PIPELINE", 2), ("TILE", 64))
+    assert staged in on["sm_90"] and staged not in on["sm_75"] and on["sm_90"] - on["sm_75"] == {staged}
