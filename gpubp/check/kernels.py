@@ -345,7 +345,7 @@ def variant(dev: Device, defines: dict) -> Device:
 def run_all(dev: Device, log=lambda line: None) -> list[dict]:
     """Every check of CHECKS, naive and fast, f32 and f64, on ``dev``, then the GEMM checks' fast kernels
     under each of VARIANTS: one result per run (``{"check", "version", "dtype", "shapes", "passed",
-    "error"}``; a schedule's runs have version ``"fast PIPELINE=2"``); a failure is recorded and the
+    "error"}``; a variant's runs have versions like ``"fast PIPELINE=2"``); a failure is recorded and the
     rest still run."""
     runs = [(name, fn, extra, naive, "naive" if naive else "fast", dev)
             for name, fn, extra in CHECKS for naive in (True, False)]
