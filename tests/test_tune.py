@@ -128,7 +128,8 @@ def test_lazy_tuning_times_each_shape_on_its_first_launch_and_keeps_it(cache):
     net = MLP([784, 30, 10], backend=dry_run_backend(log, gemm="auto", fused_step=False), seed=0)
     table = tuning.Table("Fake GPU 9000", 13020)
     timer = fake_timer(_costs)
-    net.backend.tuned, net.backend.tuner = table, LazyTuner(table, timer)
+    said = []
+    net.backend.tuned, net.backend.tuner = table, LazyTuner(table, timer, say=said.append)
     X, Y = net.to_device(np.random.default_rng(0).random((20, 784)), np.arange(20) % 10)
     step = net.stepper(X, Y, lr=0.1)
     step(np.arange(10))
@@ -137,6 +138,9 @@ def test_lazy_tuning_times_each_shape_on_its_first_launch_and_keeps_it(cache):
     assert sorted(timed) == sorted((f, "float32", M, N, K) for f, M, N, K in gtune.gemm_shapes([784, 30, 10], 10))
     first = table.get("forward_gemm", np.float32, 10, 30, 784)
     assert (first.tiles, first.splits) == ({"TILE": 32, "MICRO": 4}, 4)
+    assert len(said) == 5 and said[0].startswith("gpubp tune='lazy': forward_gemm float32 M=10 N=30 K=784 timed on "
+                                                 "its first launch: TILE=32 MICRO=4 splits=4 2.00 us (cuBLAS")
+    assert said[0].endswith(f"kept in {tuning.file_for('Fake GPU 9000', 13020)}")
     saved = tuning.Table.load(tuning.file_for("Fake GPU 9000", 13020))
     assert saved.get("forward_gemm", np.float32, 10, 30, 784) == first and len(saved.entries) == 5
     calls = len(timer.calls)
@@ -158,7 +162,8 @@ def test_lazy_tuning_times_nothing_during_a_capture_and_survives_an_unwritable_c
     from gpubp.cuda.tuner import LazyTuner
     bk = dry_run_backend([])
     capturing = [True]
-    lazy = LazyTuner(tuning.Table("Fake", 1), fake_timer(_costs), capturing=lambda: capturing[0])
+    said = []
+    lazy = LazyTuner(tuning.Table("Fake", 1), fake_timer(_costs), capturing=lambda: capturing[0], say=said.append)
     assert lazy(bk, "forward_gemm", np.float32, 10, 30, 784) is None and lazy.timed == []
     capturing[0] = False
     blocker = tmp_path / "not-a-folder"
@@ -168,6 +173,7 @@ def test_lazy_tuning_times_nothing_during_a_capture_and_survives_an_unwritable_c
         entry = lazy(bk, "forward_gemm", np.float32, 10, 30, 784)
     assert entry.tiles == {"TILE": 32, "MICRO": 4} and lazy.table.get("forward_gemm", np.float32, 10, 30, 784) == entry
     assert "could not keep the tuning table" in caplog.text
+    assert len(said) == 1 and "not kept (" in said[0] and said[0].endswith("the next process times it again")
 
 
 def test_lazy_tuning_is_refused_where_it_would_measure_nothing_or_clash():

@@ -13,6 +13,8 @@ it).
 from __future__ import annotations
 
 import logging
+import sys
+import time
 from typing import Callable
 
 import numpy as np
@@ -118,27 +120,39 @@ class LazyTuner:
     """``backend_options={"tune": "lazy"}``: the first launch of a GEMM shape that ``table`` has no entry for
     times that shape's candidates (:func:`tune_shape`) before it runs, puts the winner in the table and saves
     it (``save``: the table's file under ``tuning.cache_dir()``), so that later launches, and later processes
-    on the same device, CUDA and gpubp, take it.  A shape is timed once a process, even if saving fails."""
+    on the same device, CUDA and gpubp, take it.  A shape is timed once a process, even if saving fails.
 
-    def __init__(self, table: tuning.Table, timer: Callable, *, save: bool = True, capturing=lambda: False):
+    The first shape may take seconds (each tile set's kernels compile once, then CuPy's cache has them), so
+    each timing says what it does through ``say`` (a line to stderr by default; the user asked for it) and
+    the ``gpubp.tune`` logger."""
+
+    def __init__(self, table: tuning.Table, timer: Callable, *, save: bool = True, capturing=lambda: False,
+                 say: Callable[[str], None] | None = None):
         self.table = table
         self.timer = timer
         self.save = save
         self.capturing = capturing       # a CUDA graph is being captured: time nothing (its launches would be kept)
+        self.say = say if say is not None else (lambda line: print(line, file=sys.stderr, flush=True))
         self.timed = []                  # (family, dtype name, M, N, K) timed by this tuner, in order
 
     def __call__(self, bk, family, dtype, M, N, K) -> tuning.Entry | None:
         if self.capturing():
             return None
+        t0 = time.perf_counter()
         entry = tune_shape(bk, family, dtype, M, N, K, self.timer)
         self.table.put(family, dtype, M, N, K, entry)
         self.timed.append((family, np.dtype(dtype).name, M, N, K))
-        mark = "" if entry.cublas_us is None else f", cuBLAS {entry.cublas_us:.2f} us"
-        log.info("tuned %s %s M=%d N=%d K=%d on first use: %s splits=%d %.2f us%s", family, np.dtype(dtype).name,
-                 M, N, K, entry.tiles, entry.splits, entry.us, mark)
+        tiles = " ".join(f"{k}={v}" for k, v in entry.tiles.items())
+        cublas = "" if entry.cublas_us is None else f" (cuBLAS {entry.cublas_us:.2f} us)"
+        where = ""
         if self.save:
             try:
-                self.table.save()
+                where = f"; kept in {self.table.save()}"
             except OSError as e:         # the measurement still serves this process
+                where = f"; not kept ({e}): the next process times it again"
                 log.warning("could not keep the tuning table (%s): this process uses it, the next times again", e)
+        line = (f"gpubp tune='lazy': {family} {np.dtype(dtype).name} M={M} N={N} K={K} timed on its first launch: "
+                f"{tiles} splits={entry.splits} {entry.us:.2f} us{cublas} [{time.perf_counter() - t0:.1f} s]{where}")
+        log.info(line)
+        self.say(line)
         return entry
