@@ -113,6 +113,16 @@ def test_injected_tunables(dev, dtype):
         assert_close(z_dev, expected_z, dtype, what=f"bias_sigmoid, small tiles {(B, O)}")
 
 
+def test_a_variant_at_the_default_tunables_is_the_default_build():
+    """A tuned entry or the narrow-tile rule may name the defaults explicitly: that is not a second build."""
+    ks = kernels.emulated_kernels()
+    assert ks.variant({"TILE": 64, "MICRO": 8}) is ks and ks.variant({}) is ks
+    narrow = ks.variant({"TILE": 32, "MICRO": 4})
+    assert narrow is not ks and narrow.defines == {"TILE": 32, "MICRO": 4}
+    assert narrow.variant({"TILE": 32, "MICRO": 4, "BK": 4}) is narrow          # BK 4 is the default
+    assert narrow.variant({"TILE": 64, "MICRO": 8}).defines == {}
+
+
 def test_unknown_tunable_is_refused():
     with pytest.raises(ValueError, match=r"unknown kernel tunable 'TILES'; the tunables are .*TILE"):
         kernels.emulated_kernels({"TILES": 32})

@@ -196,13 +196,15 @@ class KernelSet:
         return f
 
     def variant(self, defines: Mapping[str, int]) -> "KernelSet":
-        """The kernels of this device compiled with ``defines`` instead (a tuned tile set); itself when they are
-        the ones it has."""
-        if dict(normalize_defines(defines)) == self.defines:
+        """The kernels of this device compiled with ``defines`` instead (a tuned tile set); itself when they
+        compile the same code as its own (a tunable at its source default counts as absent: a tuned
+        {"TILE": 64, "MICRO": 8} is the default build, not a second one)."""
+        wanted = _without_defaults(dict(normalize_defines(defines)))
+        if wanted == _without_defaults(self.defines):
             return self
         if self._variant is None:
             raise ValueError(f"the {self.device} kernel set makes no variants")
-        return self._variant(defines)
+        return self._variant(wanted)
 
     @functools.cached_property
     def sms(self) -> int:
@@ -234,6 +236,15 @@ class KernelSet:
         if name not in fam_defaults:
             raise KeyError(f"{family}.cu has no tunable {name!r}; it has {', '.join(fam_defaults) or 'none'}")
         return self.defines.get(name, fam_defaults[name])
+
+
+def _without_defaults(defines: dict) -> dict:
+    """``defines`` less the tunables set to their source defaults (the same in every family that has them)."""
+    out = {}
+    for name, value in defines.items():
+        if any(defaults(fam).get(name, value) != value for fam in families()):
+            out[name] = value
+    return out
 
 
 def data_address(x) -> int:
