@@ -94,6 +94,12 @@ def driver_advice(driver: int, runtime: int) -> str | None:
     return None
 
 
+def gpu_name(props) -> str:
+    """The device's name from a ``cupy.cuda.runtime.getDeviceProperties`` dict (bytes or str, by CuPy version)."""
+    name = props["name"]
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
 def cuda_status() -> tuple[bool, str]:
     """(True, description) if CuPy imports and a CUDA device answers, else
     (False, the reason in words, with the fix)."""
@@ -123,8 +129,7 @@ def cuda_status() -> tuple[bool, str]:
     if n < 1:
         return False, f"CuPy is installed but there is no CUDA device; {_FIX}"
     try:
-        props = cupy.cuda.runtime.getDeviceProperties(0)
-        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        name = gpu_name(cupy.cuda.runtime.getDeviceProperties(0))
     except Exception as e:
         return False, f"the CUDA device does not answer: {e}"
     return True, f"{n} CUDA device(s); device 0: {name}"
@@ -168,8 +173,7 @@ def cuda_environment() -> dict:
         for i in range(rt.getDeviceCount()):
             try:
                 p = rt.getDeviceProperties(i)
-                name = p["name"].decode() if isinstance(p["name"], bytes) else p["name"]
-                devices.append({"id": i, "name": name, "compute_capability": f"{p['major']}.{p['minor']}",
+                devices.append({"id": i, "name": gpu_name(p), "compute_capability": f"{p['major']}.{p['minor']}",
                                 "memory_gib": round(p["totalGlobalMem"] / 2**30, 1),
                                 "sms": p["multiProcessorCount"]})
             except Exception as e:

@@ -68,11 +68,11 @@ FLOOR_US = {"eager": 2.5, "graph": 1.3}
 def current_gpu() -> GPU:
     """This machine's device 0: its figures read through CuPy (peaks from clocks and bus width), or the
     table's when the name matches.  Raises DeviceUnavailable without a device."""
-    from .device import require_cupy
+    from .device import gpu_name, require_cupy
     cupy = require_cupy()
     rt = cupy.cuda.runtime
     props = rt.getDeviceProperties(0)
-    name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    name = gpu_name(props)
     arch = f"sm_{props['major']}{props['minor']}"
     for gpu in GPUS.values():
         if gpu.name.split()[-1].lower() in name.lower().replace("-", " ") and gpu.arch == arch:

@@ -56,3 +56,9 @@ def test_null_pointers_travel_as_an_8_byte_zero():
     _CupyModule(RawModule()).get_function("weight_grad_f32")((1,), (1,), (None, np.int32(3), None))
     null, n, null2 = handed[0]
     assert null == 0 and null.dtype == np.uint64 and null.nbytes == 8 and null2 == 0 and n == 3
+
+
+def test_gpu_name_reads_bytes_and_str():
+    from gpubp.device import gpu_name
+    assert gpu_name({"name": b"NVIDIA H100 80GB HBM3"}) == gpu_name({"name": "NVIDIA H100 80GB HBM3"}) == \
+        "NVIDIA H100 80GB HBM3"

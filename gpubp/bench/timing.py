@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import blas
+from ..device import gpu_name
 from .cases import Case
 
 #: a row whose interquartile range is above this share of its median is noisy: its group is timed
@@ -94,8 +95,7 @@ def gpu_peaks():
         cores = {"75": 64, "80": 64}.get(cc, 128)    # FP32 lanes per SM: 64 on sm_75/sm_80, 128 on sm_86+
         bw = 2 * mem_khz * 1e3 * bus_bits / 8 / 1e9
         tf = sms * cores * 2 * clock_khz * 1e3 / 1e12
-        name = rt.getDeviceProperties(0)["name"]
-        name = name.decode() if isinstance(name, bytes) else name
+        name = gpu_name(rt.getDeviceProperties(0))
         return bw, tf, f"{name} (sm_{cc}, {sms} SMs): peak {bw:.0f} GB/s, {tf:.1f} FP32 TFLOP/s"
     except Exception as e:
         return None, None, f"device peaks unavailable: {e}"

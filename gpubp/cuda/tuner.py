@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..device import gpu_name
 from ..numpy_backend import ArrayBackend
 from . import launchers, tuning
 
@@ -32,8 +33,7 @@ log = logging.getLogger("gpubp.tune")
 def current_device() -> tuple[str, int]:
     """(name, CUDA runtime version) of the current CUDA device: a tuning table's key."""
     import cupy
-    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
-    name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    name = gpu_name(cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id))
     return name, int(cupy.cuda.runtime.runtimeGetVersion())
 
 
