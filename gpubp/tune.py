@@ -61,8 +61,7 @@ def tune(bk, sizes, B, dtype=np.float32, *, timer=None, table=None, device=None,
         t0 = time.perf_counter()
         entry = tuner.tune_shape(bk, family, dtype, M, N, K, timer, rng)
         table.put(family, dtype, M, N, K, entry)
-        tiles = " ".join(f"{k}={v}" for k, v in entry.tiles.items())
-        log(f"{family:13} M={M:<5} N={N:<5} K={K:<5} {tiles:<29} splits={entry.splits:<2} {entry.us:8.2f} us"
+        log(f"{family:13} M={M:<5} N={N:<5} K={K:<5} {tuning.tiles_text(entry.tiles):<29} splits={entry.splits:<2} {entry.us:8.2f} us"
             + (f"  cuBLAS {entry.cublas_us:8.2f} us ({'own' if entry.own_wins else 'cuBLAS'} wins)"
                if entry.cublas_us is not None else "")
             + f"  [{time.perf_counter() - t0:.1f}s]")

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import reference
 from . import describe
-from ..cuda import launchers, sources
+from ..cuda import launchers, sources, tuning
 from ..numpy_backend import to_numpy
 from ..testing import assert_close
 
@@ -350,7 +350,7 @@ def run_all(dev: Device, log=lambda line: None) -> list[dict]:
     runs = [(name, fn, extra, naive, "naive" if naive else "fast", dev)
             for name, fn, extra in CHECKS for naive in (True, False)]
     for defines in VARIANTS:
-        label = "fast " + " ".join(f"{k}={v}" for k, v in defines.items())
+        label = "fast " + tuning.tiles_text(defines)
         runs += [(name, fn, extra, False, label, variant(dev, defines)) for name, fn, extra in GEMM_CHECKS]
     results = []
     for name, fn, extra, naive, version, on in runs:

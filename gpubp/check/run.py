@@ -163,15 +163,14 @@ def tune_part(log, bk=None, **tune_args) -> dict:
     table = None
     for sizes, B in NETS:
         table = tune.tune(bk, sizes, B, table=table, log=lambda line: log("  " + line), **tune_args)
-    rows, ratios = [], []
-    for key, e in table.entries.items():
-        ratio = e.us / e.cublas_us if e.cublas_us else None
-        if ratio is not None:
-            ratios.append(ratio)
-        rows.append({"shape": key, "tiles": " ".join(f"{k}={v}" for k, v in e.tiles.items()), "splits": e.splits,
-                     "own us": round(e.us, 2), "cuBLAS us": None if e.cublas_us is None else round(e.cublas_us, 2),
-                     "own / cuBLAS": None if ratio is None else round(ratio, 2)})
-    wins = sum(r <= 1 for r in ratios)
+    from ..cuda.tuning import tiles_text
+    rows = [{"shape": key, "tiles": tiles_text(e.tiles), "splits": e.splits, "own us": round(e.us, 2),
+             "cuBLAS us": None if e.cublas_us is None else round(e.cublas_us, 2),
+             "own / cuBLAS": round(e.us / e.cublas_us, 2) if e.cublas_us else None}
+            for key, e in table.entries.items()]
+    timed = [e for e in table.entries.values() if e.cublas_us]        # the shapes with a cuBLAS twin
+    wins = sum(e.own_wins for e in timed)
+    ratios = [e.us / e.cublas_us for e in timed]
     gmean = float(np.exp(np.mean(np.log(ratios)))) if ratios else float("nan")
     return _part("tune", "PASS", rows=rows,
                  summary=f"{len(rows)} GEMM shapes of the bench nets on {table.device}; gpubp's kernel at least as "

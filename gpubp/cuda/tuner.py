@@ -142,7 +142,6 @@ class LazyTuner:
         entry = tune_shape(bk, family, dtype, M, N, K, self.timer)
         self.table.put(family, dtype, M, N, K, entry)
         self.timed.append((family, np.dtype(dtype).name, M, N, K))
-        tiles = " ".join(f"{k}={v}" for k, v in entry.tiles.items())
         cublas = "" if entry.cublas_us is None else f" (cuBLAS {entry.cublas_us:.2f} us)"
         where = ""
         if self.save:
@@ -152,7 +151,7 @@ class LazyTuner:
                 where = f"; not kept ({e}): the next process times it again"
                 log.warning("could not keep the tuning table (%s): this process uses it, the next times again", e)
         line = (f"gpubp tune='lazy': {family} {np.dtype(dtype).name} M={M} N={N} K={K} timed on its first launch: "
-                f"{tiles} splits={entry.splits} {entry.us:.2f} us{cublas} [{time.perf_counter() - t0:.1f} s]{where}")
+                f"{tuning.tiles_text(entry.tiles)} splits={entry.splits} {entry.us:.2f} us{cublas} [{time.perf_counter() - t0:.1f} s]{where}")
         log.info(line)
         self.say(line)
         return entry

@@ -28,6 +28,12 @@ TILE_SETS = ({"TILE": 64, "MICRO": 8}, {"TILE": 32, "MICRO": 4}, {"TILE": 64, "M
              {"TILE": 64, "MICRO": 8, "PIPELINE": 2})
 
 
+def tiles_text(tiles) -> str:
+    """``{"TILE": 32, "MICRO": 4}`` -> ``"TILE=32 MICRO=4"``: how gpubp tune, the lazy tuner and gpubp check
+    name a tile set."""
+    return " ".join(f"{k}={v}" for k, v in tiles.items())
+
+
 def cache_dir() -> Path:
     """``$GPUBP_CACHE_DIR/tune``, else ``~/.cache/gpubp/tune``."""
     root = os.environ.get("GPUBP_CACHE_DIR")
