@@ -145,21 +145,30 @@ struct Operand {
         }
     }
 
+    // Whether this thread has slot q (the last slots of a stage may be fewer than the threads).
+    __device__ bool has(int q) const { return G::SLOTS % G::THREADS == 0 || threadIdx.x + q * G::THREADS < G::SLOTS; }
+
+    // Where slot q's elements lie for the chunk at k0 (k < k_end) of the tile at x0: element j is (x + j, k)
+    // if CONTIG_X, else (x, k + j), stored at s·ld + c + j, inside the matrix while s < s_lim, c + j < c_lim.
+    struct Place { int s, c, s_lim, c_lim; };
+    __device__ Place place(int q, int x0, int k0, int k_end) const {
+        const int x = x0 + xx[q], k = k0 + kk[q];
+        return CONTIG_X ? Place{k, x, k_end, rows_x} : Place{x, k, rows_x, k_end};
+    }
+
     // Global -> registers: the chunk at k0 (k < k_end), of the tile at x0.
     template <int Q>
     __device__ void load(T (&r)[Q][G::V], int x0, int k0, int k_end) const {
 #pragma unroll
         for (int q = 0; q < G::PER_THREAD; q++) {
-            if (G::SLOTS % G::THREADS != 0 && threadIdx.x + q * G::THREADS >= G::SLOTS) continue;
-            const int x = x0 + xx[q], k = k0 + kk[q];
-            // element j of the slot is (x + j, k) if CONTIG_X, else (x, k + j); stored at s·ld + c
-            const int s = CONTIG_X ? k : x, c = CONTIG_X ? x : k;
-            const int s_lim = CONTIG_X ? k_end : rows_x, c_lim = CONTIG_X ? rows_x : k_end;
-            if (G::V > 1 && vec && s < s_lim && c + G::V <= c_lim) {
-                unpack(r[q], *reinterpret_cast<const typename Vec<T>::type*>(p + s * ld + c));
+            if (!has(q)) continue;
+            const Place e = place(q, x0, k0, k_end);
+            if (G::V > 1 && vec && e.s < e.s_lim && e.c + G::V <= e.c_lim) {
+                unpack(r[q], *reinterpret_cast<const typename Vec<T>::type*>(p + e.s * ld + e.c));
             } else {
 #pragma unroll
-                for (int j = 0; j < G::V; j++) r[q][j] = (s < s_lim && c + j < c_lim) ? p[s * ld + c + j] : T(0);
+                for (int j = 0; j < G::V; j++)
+                    r[q][j] = (e.s < e.s_lim && e.c + j < e.c_lim) ? p[e.s * ld + e.c + j] : T(0);
             }
         }
     }
@@ -169,7 +178,7 @@ struct Operand {
     __device__ void store(const T (&r)[Q][G::V], T (*stage)[G::LD]) const {
 #pragma unroll
         for (int q = 0; q < G::PER_THREAD; q++) {
-            if (G::SLOTS % G::THREADS != 0 && threadIdx.x + q * G::THREADS >= G::SLOTS) continue;
+            if (!has(q)) continue;
             if (CONTIG_X) {
                 if (G::V > 1) *reinterpret_cast<typename Vec<T>::type*>(&stage[kk[q]][xx[q]]) = pack(r[q]);
                 else stage[kk[q]][xx[q]] = r[q][0];
@@ -187,18 +196,16 @@ struct Operand {
     __device__ void copy_async(T (*stage)[G::LD], int x0, int k0, int k_end) const {
 #pragma unroll
         for (int q = 0; q < G::PER_THREAD; q++) {
-            if (G::SLOTS % G::THREADS != 0 && threadIdx.x + q * G::THREADS >= G::SLOTS) continue;
-            const int x = x0 + xx[q], k = k0 + kk[q];
-            const int s = CONTIG_X ? k : x, c = CONTIG_X ? x : k;        // as in load()
-            const int s_lim = CONTIG_X ? k_end : rows_x, c_lim = CONTIG_X ? rows_x : k_end;
+            if (!has(q)) continue;
+            const Place e = place(q, x0, k0, k_end);
             if (G::V > 1 && vec) {                 // 16 bytes: the elements before c_lim, zeros after
-                const int n = s < s_lim ? min(G::V, max(c_lim - c, 0)) : 0;
-                async_copy<16>(&stage[kk[q]][xx[q]], n > 0 ? p + s * ld + c : p, n * int(sizeof(T)));
+                const int n = e.s < e.s_lim ? min(G::V, max(e.c_lim - e.c, 0)) : 0;
+                async_copy<16>(&stage[kk[q]][xx[q]], n > 0 ? p + e.s * ld + e.c : p, n * int(sizeof(T)));
             } else {
 #pragma unroll
                 for (int j = 0; j < G::V; j++) {   // element by element
-                    const bool in = s < s_lim && c + j < c_lim;
-                    async_copy<sizeof(T)>(&stage[kk[q]][xx[q] + j], in ? p + s * ld + c + j : p,
+                    const bool in = e.s < e.s_lim && e.c + j < e.c_lim;
+                    async_copy<sizeof(T)>(&stage[kk[q]][xx[q] + j], in ? p + e.s * ld + e.c + j : p,
                                           in ? int(sizeof(T)) : 0);
                 }
             }
