@@ -156,3 +156,7 @@ def test_the_tune_part_reports_every_shape_of_the_bench_nets_against_cublas():
     assert np.isclose(float(part["summary"].split("own / cuBLAS ")[1].split(" ")[0]),
                       np.exp((fwd * np.log(0.5) + bp2 * np.log(2.0)) / (fwd + bp2)), atol=0.005)
     assert len(lines) == 21
+    from gpubp.check import report
+    md = report.to_markdown({"gpu": True, "passed": True, "gpubp": "0", "started": "now", "seconds": 1.0,
+                             "python": "3", "numpy": "2", "parts": [part]})
+    assert "| weight_grad f32 784 30 10 | TILE=64 MICRO=8 | 1 | 2.0 | - | - |" in md     # no cuBLAS twin: "-"

@@ -13,6 +13,11 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} characters cut)"
 
 
+def _cell(value) -> str:
+    """A table cell: "-" where there is nothing (a missing key, None: no error, no cuBLAS twin)."""
+    return "-" if value is None else str(value)
+
+
 def to_markdown(result: dict) -> str:
     lines = [f"# gpubp check{' --gpu' if result['gpu'] else ''}: {'PASS' if result['passed'] else 'FAIL'}", "",
              f"gpubp {result['gpubp']}, {result['started']}, {result['seconds']:.0f} s, "
@@ -29,7 +34,7 @@ def to_markdown(result: dict) -> str:
         keys = list(rows[0])
         lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
         for row in rows:
-            lines.append("| " + " | ".join(_clip(str(row.get(k, "")), 300).replace("|", "/").replace("\n", " ")
+            lines.append("| " + " | ".join(_clip(_cell(row.get(k)), 300).replace("|", "/").replace("\n", " ")
                                            for k in keys) + " |")
     env = next((p for p in result["parts"] if p["name"] == "environment"), None)
     if env and env.get("details"):
