@@ -432,11 +432,19 @@ def _net_arguments(parser, float64_help: str) -> None:
     parser.add_argument("--float64", action="store_true", help=float64_help)
 
 
+TUNE_NEEDS_A_GPU = ("run gpubp tune where there is a GPU (it times the kernels with CUDA events); on this "
+                    "machine, gpubp plan models the same step's launches")
+
+
 def cmd_tune(args) -> int:
     from . import tune
     from .backend import get_backend
+    from .device import DeviceUnavailable, for_command_line
 
-    bk, _ = get_backend("cupy")                 # DeviceUnavailable (exit 2) names why and what to do instead
+    try:
+        bk, _ = get_backend("cupy")
+    except DeviceUnavailable as e:              # exit 2, with why; the fix is not a --backend, which tune lacks
+        raise DeviceUnavailable(for_command_line(str(e), TUNE_NEEDS_A_GPU)) from None
     dtype = np.float64 if args.float64 else np.float32
     print(f"gpubp tune: the GEMM launches of a step of {args.sizes}, batch {args.batch}, {np.dtype(dtype).name}")
     table = tune.tune(bk, args.sizes, args.batch, dtype, log=lambda line: print(line, flush=True))

@@ -31,10 +31,11 @@ _FIX = "use backend='numpy' (or 'emulated') on this machine"
 _FIX_CLI = "use --backend numpy (or emulated) on this machine"
 
 
-def for_command_line(text: str) -> str:
+def for_command_line(text: str, fix: str = _FIX_CLI) -> str:
     """A message of this module as a command-line user reads it: the fix spelt as the flag
-    (``--backend numpy``), not as the Python argument (``backend='numpy'``) the library says."""
-    return text.replace(_FIX, _FIX_CLI)
+    (``--backend numpy``), not as the Python argument (``backend='numpy'``) the library says;
+    ``fix`` instead, for a command that has no ``--backend`` (``gpubp tune`` needs the GPU itself)."""
+    return text.replace(_FIX, fix)
 
 
 def _usable_dir(path: str) -> bool:

@@ -61,6 +61,19 @@ def test_cupy_backend_without_a_device_is_a_one_line_error_with_the_fix(capsys):
     assert for_command_line(why) in err
 
 
+def test_tune_without_a_gpu_says_where_to_run_it_not_a_backend_flag_it_lacks(capsys):
+    from gpubp.device import cuda_status
+    ok, why = cuda_status()
+    if ok:
+        pytest.skip(f"a CUDA device is here ({why})")
+    assert main(["tune", "--sizes", "784,30,10"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
+    assert "--backend" not in err and "backend='numpy'" not in err          # gpubp tune has no --backend
+    assert "run gpubp tune where there is a GPU" in err and "gpubp plan" in err
+    assert why.split(";")[0] in err                                           # the reason itself is kept
+
+
 def test_the_python_api_keeps_the_python_spelling_of_the_fix():
     from gpubp.device import DeviceUnavailable, cuda_status
     ok, why = cuda_status()
