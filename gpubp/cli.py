@@ -432,19 +432,11 @@ def _net_arguments(parser, float64_help: str) -> None:
     parser.add_argument("--float64", action="store_true", help=float64_help)
 
 
-TUNE_NEEDS_A_GPU = ("run gpubp tune where there is a GPU (it times the kernels with CUDA events); on this "
-                    "machine, gpubp plan models the same step's launches")
-
-
 def cmd_tune(args) -> int:
     from . import tune
     from .backend import get_backend
-    from .device import DeviceUnavailable, for_command_line
 
-    try:
-        bk, _ = get_backend("cupy")
-    except DeviceUnavailable as e:              # exit 2, with why; the fix is not a --backend, which tune lacks
-        raise DeviceUnavailable(for_command_line(str(e), TUNE_NEEDS_A_GPU)) from None
+    bk, _ = get_backend("cupy")                 # DeviceUnavailable (exit 2) names why, and no_device_fix what to do
     dtype = np.float64 if args.float64 else np.float32
     print(f"gpubp tune: the GEMM launches of a step of {args.sizes}, batch {args.batch}, {np.dtype(dtype).name}")
     table = tune.tune(bk, args.sizes, args.batch, dtype, log=lambda line: print(line, flush=True))
@@ -548,10 +540,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--loss", choices=["mse", "cross_entropy"], default="cross_entropy")
     pl.add_argument("--backend-options", type=_backend_options, default={}, metavar="OPTIONS",
                     help="kernel backend options: gemm=own,cuda_graph=true or JSON")
-    pl.add_argument("--device", default="h100", choices=["h100", "h200", "a100", "l4", "rtx4090", "current"],
+    modeled = ["h100", "h200", "a100", "l4", "rtx4090"]                 # plan.GPUS (a test keeps them one list)
+    pl.add_argument("--device", default="h100", choices=[*modeled, "current"],
                     help="the GPU whose public figures the model uses (current: this machine's device 0)")
     pl.add_argument("--json", action="store_true", help="the plan as JSON")
-    pl.set_defaults(func=cmd_plan)
+    pl.set_defaults(func=cmd_plan, no_device_fix=f"name the GPU to model instead (--device {', '.join(modeled)})")
 
     tu = sub.add_parser("tune", help="time the GEMM kernels' tile sets and splits on this GPU and keep the fastest",
                         description="Times gpubp's GEMM kernels (every tile set and split-K) and cuBLAS on the "
@@ -560,7 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "backend then uses (and gemm='auto' to pick gpubp's kernel or cuBLAS). Needs a "
                                     "GPU; refused on the emulated device.")
     _net_arguments(tu, "tune the float64 kernels (default float32)")
-    tu.set_defaults(func=cmd_tune)
+    tu.set_defaults(func=cmd_tune, no_device_fix="run gpubp tune where there is a GPU (it times the kernels with "
+                                                 "CUDA events); on this machine, gpubp plan models the same "
+                                                 "step's launches")
 
     c = sub.add_parser("check", help="prove the GPU path (--gpu) or the CPU/emulated path, and write a report",
                        description="One offline command: environment, every kernel against its float64 reference, "
@@ -594,7 +589,8 @@ def main(argv=None) -> int:
         reporter = reporter_of(e)            # raised alike on every rank of an MPI job: one rank prints it
         if reporter is None or reporter == this_rank():
             from .device import for_command_line
-            print(f"error: {for_command_line(str(e))}", file=sys.stderr)
+            fix = getattr(args, "no_device_fix", None)         # a command without --backend says its own fix
+            print(f"error: {for_command_line(str(e), *([fix] if fix else []))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

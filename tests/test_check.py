@@ -48,11 +48,14 @@ def test_gpu_check_without_a_device_says_so_and_fails(tmp_path, capsys):
     if ok:
         pytest.skip("a CUDA device is present")
     assert main(["check", "--gpu", "--out", str(tmp_path)]) == 1
-    assert f"error: no CUDA device: {why}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"error: no CUDA device: {why.split(';')[0]}" in err             # the probe's reason, and check's fix:
+    assert "run gpubp check without --gpu for the CPU and emulated-device checks" in err and "backend" not in err
     data = json.loads((tmp_path / "check.json").read_text())
     assert data["passed"] is False and data["parts"][0]["status"] == "FAIL"
     assert all(p["status"] == "NOT RUN" for p in data["parts"][1:])
-    assert "| environment | FAIL | no CUDA device:" in (tmp_path / "check.md").read_text()
+    assert "| environment | FAIL | no CUDA device:" in (md := (tmp_path / "check.md").read_text())
+    assert "run gpubp check without --gpu" in md
 
 
 def test_unknown_part_is_refused(capsys):

@@ -61,17 +61,28 @@ def test_cupy_backend_without_a_device_is_a_one_line_error_with_the_fix(capsys):
     assert for_command_line(why) in err
 
 
-def test_tune_without_a_gpu_says_where_to_run_it_not_a_backend_flag_it_lacks(capsys):
+@pytest.mark.parametrize("argv, fix", [
+    (["tune", "--sizes", "784,30,10"], "run gpubp tune where there is a GPU"),
+    (["plan", "--device", "current"], "name the GPU to model instead (--device h100, h200, a100, l4, rtx4090)"),
+])
+def test_a_command_without_backend_flag_says_its_own_fix_when_there_is_no_gpu(argv, fix, capsys):
     from gpubp.device import cuda_status
     ok, why = cuda_status()
     if ok:
         pytest.skip(f"a CUDA device is here ({why})")
-    assert main(["tune", "--sizes", "784,30,10"]) == 2
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
-    assert "--backend" not in err and "backend='numpy'" not in err          # gpubp tune has no --backend
-    assert "run gpubp tune where there is a GPU" in err and "gpubp plan" in err
-    assert why.split(";")[0] in err                                           # the reason itself is kept
+    assert "--backend" not in err and "backend='numpy'" not in err          # neither command has --backend
+    assert fix in err and why.split(";")[0] in err                          # the fix, and the reason itself
+
+
+def test_plan_models_every_gpu_the_command_line_offers():
+    from gpubp import plan
+    from gpubp.cli import build_parser
+    sub = next(a for a in build_parser()._actions if a.dest == "command" or getattr(a, "choices", None) and "plan" in a.choices)
+    device = next(a for a in sub.choices["plan"]._actions if a.dest == "device")
+    assert sorted(device.choices) == sorted([*plan.GPUS, "current"])
 
 
 def test_the_python_api_keeps_the_python_spelling_of_the_fix():

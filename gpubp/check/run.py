@@ -37,8 +37,11 @@ from pathlib import Path
 import numpy as np
 
 from .._version import __version__
-from ..device import cuda_environment
+from ..device import cuda_environment, for_command_line
 from . import report
+
+#: what to do without a device, said where the device probe's message says "use backend='numpy'"
+NO_GPU_FIX = "run gpubp check without --gpu for the CPU and emulated-device checks"
 
 PARTS = ("environment", "kernels", "fit", "nvrtc", "pytest", "sanitizers", "bench", "tune")
 ROOT = Path(__file__).resolve().parents[2]          # the checkout (gpubp/check/run.py)
@@ -65,7 +68,8 @@ def environment(gpu: bool) -> dict:
                    f"CuPy {env.get('cupy')}, NVRTC {env.get('nvrtc')}")
         return _part("environment", "PASS", summary=summary, details=env)
     if gpu:
-        return _part("environment", "FAIL", why=f"no CUDA device: {env['status']}", details=env)
+        return _part("environment", "FAIL", why=f"no CUDA device: {for_command_line(env['status'], NO_GPU_FIX)}",
+                     details=env)
     return _part("environment", "PASS", summary=f"CPU check; the cupy backend is unavailable: {env['status']}",
                  details=env)
 
