@@ -449,6 +449,11 @@ def cmd_tune(args) -> int:
     return 0
 
 
+def _interrupt(signum, frame):
+    """SIGTERM as Ctrl-C: what runs cleans up and says where it stopped (gpubp check's report)."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def cmd_check(args) -> int:
     from .check.run import PARTS, run
 
@@ -466,7 +471,14 @@ def cmd_check(args) -> int:
         print(f"error: --out {args.out}: {problem}", file=sys.stderr)
         return 2
     log = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
-    result = run(args.gpu, args.out, parts=parts, log=log)
+    previous = signal.signal(signal.SIGTERM, _interrupt)     # a time limit's SIGTERM: report the part it hit
+    try:
+        result = run(args.gpu, args.out, parts=parts, log=log)
+    except KeyboardInterrupt:
+        print(f"interrupted; the report of the parts so far: {os.path.join(args.out, 'check.md')}", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if not args.quiet or not result["passed"]:
         print(f"\ngpubp check{' --gpu' if args.gpu else ''}: {'PASS' if result['passed'] else 'FAIL'} "
               f"in {result['seconds']:.0f} s")

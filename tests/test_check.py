@@ -4,6 +4,7 @@ parts read their tools' output right (tools stood in by scripts of ours: what
 is tested is gpubp's reading of them, not a GPU)."""
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -69,6 +70,60 @@ def test_runs_from_a_plain_checkout_with_pythonpath(tmp_path):
                            "--out", str(tmp_path / "r")], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads((tmp_path / "r" / "check.json").read_text())["passed"] is True
+
+
+# -- a check cut short keeps what it did --------------------------------------------------------
+
+def test_the_report_is_written_before_each_part_so_a_killed_check_keeps_the_parts_before_it(tmp_path, monkeypatch):
+    seen = {}
+
+    def kernels(gpu, log):                 # what a kill in this part would leave behind: the report as it stands
+        seen["md"] = (tmp_path / "check.md").read_text()
+        seen["json"] = json.loads((tmp_path / "check.json").read_text())
+        return check_run._part("kernels", "PASS", summary="stand-in")
+    monkeypatch.setattr(check_run, "kernels", kernels)
+    assert main(["check", "--part", "environment,kernels", "--quiet", "--out", str(tmp_path)]) == 0
+    assert seen["md"].startswith("# gpubp check: INCOMPLETE (PASS so far; 1 part(s) did not finish: kernels)")
+    assert "| environment | PASS |" in seen["md"]
+    assert "| kernels | PENDING | not finished when this report was written: still running, or the check was " \
+           "killed (rerun it alone: --part kernels) |" in seen["md"]
+    assert [p["name"] for p in seen["json"]["parts"]] == ["environment"] and seen["json"]["pending"] == ["kernels"]
+    final = json.loads((tmp_path / "check.json").read_text())      # and the last report is whole, nothing pending
+    assert "pending" not in final and [p["status"] for p in final["parts"]] == ["PASS", "PASS"]
+    assert (tmp_path / "check.md").read_text().startswith("# gpubp check: PASS")
+    assert sorted(os.listdir(tmp_path)) == ["check.json", "check.md"]      # no .tmp left behind
+
+
+_SLOW_KERNELS = """
+import sys, time
+from gpubp.check import run
+def kernels(gpu, log):
+    print("kernels part started", flush=True)
+    time.sleep(60)
+run.kernels = kernels
+from gpubp.cli import main
+sys.exit(main(["check", "--part", "environment,kernels,fit", "--quiet", "--out", sys.argv[1]]))
+"""
+
+
+def test_sigterm_in_a_part_names_it_in_the_report_and_the_parts_after_it_did_not_run(tmp_path):
+    """What a time limit does (timeout sends SIGTERM): the part it hit is FAIL with the signal and the time
+    it had run, the parts after it are named as not run, and the exit status is 130."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_KERNELS, str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    assert proc.stdout.readline().strip() == "kernels part started"
+    proc.terminate()
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out + err
+    assert f"interrupted; the report of the parts so far: {tmp_path / 'check.md'}" in err
+    data = json.loads((tmp_path / "check.json").read_text())
+    assert [(p["name"], p["status"]) for p in data["parts"]] == [("environment", "PASS"), ("kernels", "FAIL")]
+    assert re.match(r"interrupted by SIGTERM after \d+ s in this part \(a time limit\?\)$", data["parts"][1]["why"])
+    assert data["pending"] == ["fit"] and data["interrupted"] is True
+    md = (tmp_path / "check.md").read_text()
+    assert md.startswith("# gpubp check: INCOMPLETE (FAIL so far; 1 part(s) did not finish: fit)")
+    assert "| fit | PENDING | did not run: the check was interrupted before it (rerun it alone: --part fit) |" in md
 
 
 # -- the sanitizer part ---------------------------------------------------------------------------

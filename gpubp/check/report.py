@@ -18,14 +18,27 @@ def _cell(value) -> str:
     return "-" if value is None else str(value)
 
 
+def verdict(result: dict) -> str:
+    """PASS or FAIL; INCOMPLETE (with the verdict so far) while parts are pending: a report written before
+    each part, which a check killed in that part (a time limit) leaves behind."""
+    so_far = "PASS" if result["passed"] else "FAIL"
+    pending = result.get("pending")
+    return so_far if not pending else (f"INCOMPLETE ({so_far} so far; {len(pending)} part(s) did not finish: "
+                                       f"{', '.join(pending)})")
+
+
 def to_markdown(result: dict) -> str:
-    lines = [f"# gpubp check{' --gpu' if result['gpu'] else ''}: {'PASS' if result['passed'] else 'FAIL'}", "",
+    lines = [f"# gpubp check{' --gpu' if result['gpu'] else ''}: {verdict(result)}", "",
              f"gpubp {result['gpubp']}, {result['started']}, {result['seconds']:.0f} s, "
              f"python {result['python']}, numpy {result['numpy']}", "",
              "| part | status | summary |", "|---|---|---|"]
     for part in result["parts"]:
         summary = part.get("summary") or part.get("why") or ""
         lines.append(f"| {part['name']} | {part['status']} | {_clip(summary, 400).replace('|', '/')} |")
+    why = ("did not run: the check was interrupted before it" if result.get("interrupted") else
+           "not finished when this report was written: still running, or the check was killed")
+    for name in result.get("pending") or ():
+        lines.append(f"| {name} | PENDING | {why} (rerun it alone: --part {name}) |")
     for part in result["parts"]:
         rows = part.get("rows")
         if not rows:
@@ -50,8 +63,8 @@ def write(result: dict, out_dir) -> dict:
     if len(text.encode()) > MAX_BYTES:              # never expected; the logs are clipped already
         text = json.dumps({**result, "parts": [{k: v for k, v in p.items() if k != "details"}
                                               for p in result["parts"]]}, indent=1, default=str)
-    with open(paths["json"], "w") as f:
-        f.write(text)
-    with open(paths["md"], "w") as f:
-        f.write(_clip(to_markdown(result), MAX_BYTES // 2))
+    for path, content in ((paths["json"], text), (paths["md"], _clip(to_markdown(result), MAX_BYTES // 2))):
+        with open(path + ".tmp", "w") as f:        # whole or not at all: a kill mid-write keeps the last report
+            f.write(content)
+        os.replace(path + ".tmp", path)
     return paths

@@ -193,48 +193,69 @@ def run(gpu: bool, out_dir, parts=PARTS, log=print) -> dict:
     result = {"gpubp": __version__, "gpu": gpu, "started": datetime.datetime.now().isoformat(timespec="seconds"),
               "python": platform.python_version(), "numpy": np.__version__, "out": os.fspath(out_dir), "parts": []}
     no_device = None
-    for name in PARTS:
-        if name not in parts:
-            continue
+    todo = [name for name in PARTS if name in parts]
+    for i, name in enumerate(todo):
+        result["pending"] = todo[i:]
+        _write_so_far(result, out_dir, t0)     # a check killed in this part keeps the parts before it
         log(f"gpubp check: {name}")
         tp = time.perf_counter()
-        if no_device and name != "environment":
-            part = _part(name, "NOT RUN", why=no_device)
-        elif name == "environment":
-            part = environment(gpu)
-            if gpu and part["status"] == "FAIL":
-                no_device = "no CUDA device (the environment part says why)"
-        elif name == "kernels":
-            part = kernels(gpu, log)
-        elif name == "fit":
-            part = fit(gpu, log)
-        elif name == "nvrtc":
-            part = nvrtc_part(log)
-        elif not gpu:
-            part = _part(name, "NOT RUN", why={"pytest": "only with --gpu (the CPU tests: python -m pytest)",
-                                               "sanitizers": "only with --gpu (compute-sanitizer needs a device)",
-                                               "bench": "only with --gpu (the CPU figures: gpubp bench --quick)",
-                                               "tune": "only with --gpu (times on the emulated device say "
-                                                       "nothing of a GPU's)"}[name])
-        elif name == "pytest":
-            part = pytest_part()
-        elif name == "sanitizers":
-            from . import sanitizers
-            s = sanitizers.run_all(log=log)
-            part = _part("sanitizers", s["status"], why=s.get("why"),
-                         summary="; ".join(f"{t['tool']}: {t['status']}"
-                                           + (f" ({t['counts']})" if t.get("counts") else "") for t in s["tools"])
-                         or None, rows=[{k: v for k, v in t.items() if k != "log_tail"} for t in s["tools"]],
-                         details={"log_tails": {t["tool"]: t.get("log_tail", "") for t in s["tools"]}})
-        elif name == "bench":
-            part = bench_part(out_dir, log)
-        else:
-            part = tune_part(log)
+        try:
+            part, no_device = _run_part(name, gpu, out_dir, no_device, log)
+        except KeyboardInterrupt as e:         # Ctrl-C, or SIGTERM (gpubp check raises it as this): say where
+            took = time.perf_counter() - tp
+            result["parts"].append(_part(name, "FAIL", why=f"interrupted by {e or 'Ctrl-C'} after {took:.0f} s in "
+                                                           f"this part (a time limit?)", seconds=round(took, 1)))
+            result["pending"], result["interrupted"] = todo[i + 1:], True
+            _write_so_far(result, out_dir, t0)
+            raise
         part["seconds"] = round(time.perf_counter() - tp, 1)
         log(f"gpubp check: {name}: {part['status']}" + (f" ({part['why']})" if part.get("why") else
                                                          f": {part['summary']}" if part.get("summary") else ""))
         result["parts"].append(part)
+    del result["pending"]
+    result["paths"] = _write_so_far(result, out_dir, t0)
+    return result
+
+
+def _write_so_far(result, out_dir, t0) -> dict:
+    """The report as it stands (check.md says INCOMPLETE while ``pending`` names parts not yet run)."""
     result["seconds"] = round(time.perf_counter() - t0, 1)
     result["passed"] = all(p["status"] != "FAIL" for p in result["parts"])
-    result["paths"] = report.write(result, out_dir)
-    return result
+    return report.write(result, out_dir)
+
+
+def _run_part(name, gpu, out_dir, no_device, log):
+    """One part's result, and the reason later parts cannot run (no device), if this part found one."""
+    if no_device and name != "environment":
+        part = _part(name, "NOT RUN", why=no_device)
+    elif name == "environment":
+        part = environment(gpu)
+        if gpu and part["status"] == "FAIL":
+            no_device = "no CUDA device (the environment part says why)"
+    elif name == "kernels":
+        part = kernels(gpu, log)
+    elif name == "fit":
+        part = fit(gpu, log)
+    elif name == "nvrtc":
+        part = nvrtc_part(log)
+    elif not gpu:
+        part = _part(name, "NOT RUN", why={"pytest": "only with --gpu (the CPU tests: python -m pytest)",
+                                           "sanitizers": "only with --gpu (compute-sanitizer needs a device)",
+                                           "bench": "only with --gpu (the CPU figures: gpubp bench --quick)",
+                                           "tune": "only with --gpu (times on the emulated device say "
+                                                   "nothing of a GPU's)"}[name])
+    elif name == "pytest":
+        part = pytest_part()
+    elif name == "sanitizers":
+        from . import sanitizers
+        s = sanitizers.run_all(log=log)
+        part = _part("sanitizers", s["status"], why=s.get("why"),
+                     summary="; ".join(f"{t['tool']}: {t['status']}"
+                                       + (f" ({t['counts']})" if t.get("counts") else "") for t in s["tools"])
+                     or None, rows=[{k: v for k, v in t.items() if k != "log_tail"} for t in s["tools"]],
+                     details={"log_tails": {t["tool"]: t.get("log_tail", "") for t in s["tools"]}})
+    elif name == "bench":
+        part = bench_part(out_dir, log)
+    else:
+        part = tune_part(log)
+    return part, no_device
