@@ -372,7 +372,16 @@ def cmd_bench(args) -> int:
     say(f"gpubp {__version__} benchmark suite{' (quick)' if args.quick else ''}")
     say(f"GPU: {why}" if ok else f"GPU rows are empty: {why}")
     t0 = time.perf_counter()
-    report = bench.run(backends=backends, nets=nets, quick=args.quick, groups=groups, log=say)
+    previous = signal.signal(signal.SIGTERM, _interrupt)     # SIGTERM as Ctrl-C: the rows timed are kept
+    try:
+        report = bench.run(backends=backends, nets=nets, quick=args.quick, groups=groups, log=say)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if report.machine.get("interrupted"):
+        paths = bench.write(report, args.out)
+        print(f"{report.machine['interrupted']}: the rows timed are in "
+              f"{', '.join(v for k, v in paths.items() if k != 'note')}", file=sys.stderr)
+        return 130
     print()
     say(bench.terminal(report, said=() if ok else (why,)))
     paths = bench.write(report, args.out)

@@ -101,6 +101,41 @@ def test_bench_command_quick(tmp_path, capsys):
     assert (tmp_path / "bench.json").exists()
 
 
+def test_an_interrupted_bench_keeps_the_rows_it_timed_and_says_where_it_stopped(monkeypatch, tmp_path, capsys):
+    """Ctrl-C, or SIGTERM (a time limit), mid-suite: the rows timed so far are written, marked incomplete,
+    and the command exits 130 naming the files."""
+    from gpubp.bench import suite
+    from gpubp.cli import main
+    run_cases, groups = suite.run_cases, []
+
+    def cut_short(cases, *a, **k):
+        groups.append(cases[0].case)
+        if len(groups) == 2:
+            raise KeyboardInterrupt("SIGTERM")          # what gpubp bench turns a SIGTERM into
+        return run_cases(cases, *a, **k)
+    monkeypatch.setattr(suite, "run_cases", cut_short)
+    assert main(["bench", "--quick", "--sizes", "12,6,3:4", "--groups", "step", "--out", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    data = json.loads((tmp_path / "bench.json").read_text())
+    timed = [r for r in data["rows"] if r["median_s"]]
+    assert timed and {r["case"] for r in data["rows"]} == {groups[0]}     # the first comparison, whole
+    assert data["machine"]["interrupted"] == (f"interrupted by SIGTERM after {len(data['rows'])} row(s); the "
+                                              f"cases after them did not run")
+    assert (tmp_path / "bench.md").read_text().startswith(f"**Incomplete:** {data['machine']['interrupted']}.")
+    assert f"{data['machine']['interrupted']}: the rows timed are in {tmp_path / 'bench.json'}" in err
+
+
+def test_the_check_records_an_interrupted_bench_part_and_keeps_its_rows(monkeypatch, tmp_path):
+    from gpubp.check import run as check_run
+    row = bench.Row("kernel", "k", "fused cupy", "gpu", median_s=1e-5)
+    monkeypatch.setattr(bench, "run", lambda **kw: bench.Report(rows=[row], machine={
+        "interrupted_by": "SIGTERM", "interrupted": "interrupted by SIGTERM after 1 row(s); the cases after them "
+                                                    "did not run"}))
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        check_run.bench_part(tmp_path, log=lambda line: None)
+    assert [r["impl"] for r in json.loads((tmp_path / "bench" / "bench.json").read_text())["rows"]] == ["fused cupy"]
+
+
 def test_bench_refuses_the_emulated_backend(capsys):
     from gpubp.cli import main
     assert main(["bench", "--backend", "emulated"]) == 2

@@ -145,6 +145,8 @@ def format_table(report: Report) -> str:
     head = ["group", "case", "implementation", "device", "median", "spread (IQR)", "x GEMM floor",
             "bytes/call", "flops/call", "GB/s", "TFLOP/s", "% peak BW", "% peak FLOP", "note"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    if report.machine.get("interrupted"):
+        lines = [f"**Incomplete:** {report.machine['interrupted']}.", ""] + lines
     for r in report.rows:
         cells = [r.group, r.case, r.impl, r.device, _fmt_time(r.median_s),
                  _fmt_time(r.spread_s) if r.spread_s is not None else "-",

@@ -72,19 +72,25 @@ def run(backends=None, nets=None, quick=False, groups=GROUPS, log=print) -> Repo
     by_case = {}
     for case in cases:                     # the cases of one comparison run together
         by_case.setdefault((case.group, case.case), []).append(case)
-    for group in by_case.values():
-        for row in run_cases(group, quick, peaks[:2]):
-            report.rows.append(row)
-            line = row_line(row, widths)
-            if line:
-                log(line)
-    if "host" in groups:
-        from . import host
-        report.rows += host.rows(nets=nets, quick=quick, log=log)
-    if "dp" in groups:
-        from . import dp
-        report.rows += dp.rows(nets=dp_nets, quick=quick,
-                               on_row=lambda row: log(row_line(row, widths)) if row_line(row, widths) else None)
+    try:
+        for group in by_case.values():
+            for row in run_cases(group, quick, peaks[:2]):
+                report.rows.append(row)
+                line = row_line(row, widths)
+                if line:
+                    log(line)
+        if "host" in groups:
+            from . import host
+            report.rows += host.rows(nets=nets, quick=quick, log=log)
+        if "dp" in groups:
+            from . import dp
+            report.rows += dp.rows(nets=dp_nets, quick=quick,
+                                   on_row=lambda row: log(row_line(row, widths)) if row_line(row, widths) else None)
+    except KeyboardInterrupt as e:         # Ctrl-C (or SIGTERM, as gpubp bench takes it): keep the rows timed
+        report.machine["interrupted_by"] = str(e) or "Ctrl-C"
+        report.machine["interrupted"] = (f"interrupted by {report.machine['interrupted_by']} after "
+                                         f"{len(report.rows)} row(s); the cases after them did not run")
+        log(report.machine["interrupted"])
     report.machine["load_avg_end"] = _load()
     fill_ratios(report.rows)
     return report

@@ -148,6 +148,8 @@ def bench_part(out_dir, log) -> dict:
     t0 = time.perf_counter()
     rep = run(quick=True, log=lambda line: log("  " + line))
     paths = write(rep, os.path.join(out_dir, "bench"))
+    if rep.machine.get("interrupted"):       # the rows timed are written; the check records where it stopped
+        raise KeyboardInterrupt(rep.machine["interrupted_by"])
     bad = failures(rep)
     lines = summary(rep)
     return _part("bench", "FAIL" if bad else "PASS", why=f"{len(bad)} case(s) FAILED" if bad else None,
