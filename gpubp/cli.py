@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import shutil
@@ -196,9 +197,13 @@ def cmd_train(args) -> int:
         say(blas.describe(sizes, min(B, len(data.X_train))))
     t0 = time.perf_counter()
     try:
-        hist = model.fit(data.X_train, data.y_train, epochs=epochs, batch_size=B, lr=lr, momentum=args.momentum,
-                         weight_decay=args.weight_decay, test_data=(data.X_test, data.y_test),
-                         progress=not args.quiet, comm=comm, allreduce=args.allreduce or "auto")
+        # one process: SIGTERM (a scheduler's time limit) saves the model as Ctrl-C does; under MPI the
+        # launcher's signal handling stands (a rank must not leave the job for a signal the others missed)
+        with _sigterm_as_ctrl_c() if comm is None else contextlib.nullcontext():
+            hist = model.fit(data.X_train, data.y_train, epochs=epochs, batch_size=B, lr=lr,
+                             momentum=args.momentum, weight_decay=args.weight_decay,
+                             test_data=(data.X_test, data.y_test),
+                             progress=not args.quiet, comm=comm, allreduce=args.allreduce or "auto")
     except KeyboardInterrupt:
         if args.save and rank == 0:          # Ctrl-C keeps what was trained so far
             if _save_or_keep(model, args.save):
@@ -337,6 +342,19 @@ def cmd_info(args) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c():
+    """While the block runs, SIGTERM (a time limit's, a scheduler's) raises KeyboardInterrupt("SIGTERM"), as
+    Ctrl-C does, so that long work (bench, tune, check) keeps what it finished and says where it stopped."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def cmd_bench(args) -> int:
     from . import bench
     from .device import cuda_status
@@ -372,11 +390,8 @@ def cmd_bench(args) -> int:
     say(f"gpubp {__version__} benchmark suite{' (quick)' if args.quick else ''}")
     say(f"GPU: {why}" if ok else f"GPU rows are empty: {why}")
     t0 = time.perf_counter()
-    previous = signal.signal(signal.SIGTERM, _interrupt)     # SIGTERM as Ctrl-C: the rows timed are kept
-    try:
+    with _sigterm_as_ctrl_c():              # interrupted, it returns the rows timed so far
         report = bench.run(backends=backends, nets=nets, quick=args.quick, groups=groups, log=say)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     if report.machine.get("interrupted"):
         paths = bench.write(report, args.out)
         print(f"{report.machine['interrupted']}: the rows timed are in "
@@ -448,19 +463,15 @@ def cmd_tune(args) -> int:
     bk, _ = get_backend("cupy")                 # DeviceUnavailable (exit 2) names why, and no_device_fix what to do
     dtype = np.float64 if args.float64 else np.float32
     print(f"gpubp tune: the GEMM launches of a step of {args.sizes}, batch {args.batch}, {np.dtype(dtype).name}")
-    table = tune.tune(bk, args.sizes, args.batch, dtype, log=lambda line: print(line, flush=True))
-    from .cuda import tuning
-    existing = tuning.for_device(table.device, table.cuda)
-    if existing is not None:                    # other nets' shapes stay
-        existing.entries.update(table.entries)
-        table = existing
-    print(f"kept in {table.save()} (read by the cupy backend; gemm='auto' picks own or cuBLAS by it)")
+    with _sigterm_as_ctrl_c():              # interrupted, it keeps the shapes timed so far
+        path, timed, interrupted = tune.tune_and_keep(bk, args.sizes, args.batch, dtype,
+                                                      log=lambda line: print(line, flush=True))
+    if interrupted:
+        print(f"interrupted by {interrupted}: the {timed} shape(s) timed before it are kept in {path}; run gpubp "
+              f"tune again for the rest", file=sys.stderr)
+        return 130
+    print(f"kept in {path} (read by the cupy backend; gemm='auto' picks own or cuBLAS by it)")
     return 0
-
-
-def _interrupt(signum, frame):
-    """SIGTERM as Ctrl-C: what runs cleans up and says where it stopped (gpubp check's report)."""
-    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def cmd_check(args) -> int:
@@ -480,14 +491,12 @@ def cmd_check(args) -> int:
         print(f"error: --out {args.out}: {problem}", file=sys.stderr)
         return 2
     log = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
-    previous = signal.signal(signal.SIGTERM, _interrupt)     # a time limit's SIGTERM: report the part it hit
     try:
-        result = run(args.gpu, args.out, parts=parts, log=log)
+        with _sigterm_as_ctrl_c():          # interrupted, the report names the part it hit
+            result = run(args.gpu, args.out, parts=parts, log=log)
     except KeyboardInterrupt:
         print(f"interrupted; the report of the parts so far: {os.path.join(args.out, 'check.md')}", file=sys.stderr)
         return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     if not args.quiet or not result["passed"]:
         print(f"\ngpubp check{' --gpu' if args.gpu else ''}: {'PASS' if result['passed'] else 'FAIL'} "
               f"in {result['seconds']:.0f} s")

@@ -34,12 +34,9 @@ def gemm_shapes(sizes, B) -> list[tuple[str, int, int, int]]:
     return shapes
 
 
-def tune(bk, sizes, B, dtype=np.float32, *, timer=None, table=None, device=None, cuda=None,
-         log=lambda line: None) -> tuning.Table:
-    """Time every candidate of every GEMM shape of a step of ``sizes`` at batch ``B`` on the kernel backend
-    ``bk`` and return the table with the winners (``table``'s entries kept for other shapes).  On the cupy
-    backend the timer is CUDA events and the device is the current one; elsewhere both must be given (a
-    fake timer: the tests).  The emulated device is refused."""
+def _timing(bk, timer, device, cuda) -> tuple:
+    """(timer, device name, CUDA version) to tune with on ``bk``: CUDA events and the current device on the
+    cupy backend; the ones given elsewhere (a fake timer: the tests).  The emulated device is refused."""
     if not isinstance(bk, KernelBackend):
         raise InputError(f"gpubp tune times gpubp's CUDA kernels; backend {bk.name!r} has none (use backend='cupy')")
     if bk.name == "emulated":
@@ -47,11 +44,20 @@ def tune(bk, sizes, B, dtype=np.float32, *, timer=None, table=None, device=None,
                          f"machine with an NVIDIA GPU (backend='cupy')")
     if bk.name == "cupy":
         here, here_cuda = tuner.current_device()
-        device, cuda = device or here, cuda or here_cuda
-        timer = timer or tuner.cuda_event_timer()
-    elif timer is None or device is None or cuda is None:
+        return timer or tuner.cuda_event_timer(), device or here, int(cuda or here_cuda)
+    if timer is None or device is None or cuda is None:
         raise InputError(f"gpubp tune on the {bk.name} backend needs a timer, a device name and a CUDA version")
-    table = table or tuning.Table(device, int(cuda))
+    return timer, device, int(cuda)
+
+
+def tune(bk, sizes, B, dtype=np.float32, *, timer=None, table=None, device=None, cuda=None,
+         log=lambda line: None) -> tuning.Table:
+    """Time every candidate of every GEMM shape of a step of ``sizes`` at batch ``B`` on the kernel backend
+    ``bk`` and return the table with the winners (``table``'s entries kept for other shapes).  On the cupy
+    backend the timer is CUDA events and the device is the current one; elsewhere both must be given (a
+    fake timer: the tests).  The emulated device is refused."""
+    timer, device, cuda = _timing(bk, timer, device, cuda)
+    table = table or tuning.Table(device, cuda)
     rng = np.random.default_rng(0)
     seen = set()
     for family, M, N, K in gemm_shapes(sizes, B):
@@ -66,3 +72,21 @@ def tune(bk, sizes, B, dtype=np.float32, *, timer=None, table=None, device=None,
                if entry.cublas_us is not None else "")
             + f"  [{time.perf_counter() - t0:.1f}s]")
     return table
+
+
+def tune_and_keep(bk, sizes, B, dtype=np.float32, *, timer=None, device=None, cuda=None,
+                  log=lambda line: None) -> tuple:
+    """``gpubp tune``'s job: time the shapes of a step of ``sizes`` at batch ``B`` into the device's table
+    (the shapes of other nets already in it stay) and save it.  Interrupted (Ctrl-C, or SIGTERM as the
+    command takes it), the shapes timed so far are saved all the same.  Returns (the table's path, the
+    number of shapes timed, what interrupted it or None)."""
+    timer, device, cuda = _timing(bk, timer, device, cuda)
+    table = tuning.for_device(device, cuda) or tuning.Table(device, cuda)
+    timed = []
+    try:
+        tune(bk, sizes, B, dtype, timer=timer, table=table, device=device, cuda=cuda,
+             log=lambda line: (timed.append(line), log(line)))
+        interrupted = None
+    except KeyboardInterrupt as e:
+        interrupted = str(e) or "Ctrl-C"
+    return table.save(), len(timed), interrupted

@@ -1,7 +1,10 @@
 """The gpubp command, run in-process and as `python -m gpubp`."""
+import os
 import re
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,6 +124,25 @@ def test_ctrl_c_during_training_saves_the_model_so_far(tmp_path, capsys, monkeyp
     net = MLP.load(path, backend="numpy")
     assert net.sizes == [64, 64, 10] and np.isfinite(net.weights[0]).all()
     assert not np.allclose(net.weights[0], MLP([64, 64, 10], backend="numpy", seed=0).weights[0])  # it trained
+
+
+def test_sigterm_during_training_saves_the_model_so_far(tmp_path):
+    """A scheduler's time limit (SIGTERM) is taken as Ctrl-C: the model as trained so far is saved, exit 130."""
+    path = tmp_path / "m.npz"
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "gpubp", "train", "--dataset", "digits", "--epochs", "100000",
+                             "--save", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(root)))
+    for line in proc.stdout:                  # training has begun once its settings are printed
+        if line.startswith("SGD: "):
+            break
+    time.sleep(1.0)
+    proc.terminate()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert f"saved the model as trained so far to {path}" in err and "Traceback" not in err
+    net = MLP.load(path, backend="numpy")
+    assert net.sizes == [64, 64, 10] and np.isfinite(net.weights[0]).all()
 
 
 def test_missing_dataset_package_names_install_command(monkeypatch, capsys):

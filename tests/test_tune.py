@@ -194,3 +194,42 @@ def test_below_sm_80_the_register_staged_schedule_is_not_timed_twice():
           for arch in ("sm_75", "sm_90")}
     staged = (("MICRO", 8), ("PIPELINE", 2), ("TILE", 64))
     assert staged in on["sm_90"] and staged not in on["sm_75"] and on["sm_90"] - on["sm_75"] == {staged}
+
+
+def test_an_interrupted_tune_keeps_the_shapes_it_timed_beside_the_tables_others(cache):
+    """Ctrl-C, or SIGTERM as gpubp tune takes it, in the third shape: the two timed before it join the
+    device's table (whose other nets' shapes stay) and the file is saved; the caller learns what stopped it."""
+    gtune.tune(dry_run_backend([]), [64, 16], 8, timer=fake_timer(_costs), device="Fake", cuda=1).save()
+    shapes = []
+
+    def costs(what):
+        key = (what["family"], what["M"], what["N"], what["K"])
+        if key not in shapes:
+            shapes.append(key)
+        if len(shapes) == 3:
+            raise KeyboardInterrupt("SIGTERM")
+        return _costs(what)
+    lines = []
+    path, timed, interrupted = gtune.tune_and_keep(dry_run_backend([]), [784, 30, 10], 10, timer=fake_timer(costs),
+                                                   device="Fake", cuda=1, log=lines.append)
+    assert (timed, interrupted, len(lines)) == (2, "SIGTERM", 2)
+    kept = tuning.Table.load(path)
+    assert sorted(kept.entries) == sorted([tuning.key("forward_gemm", np.float32, 8, 16, 64),
+                                           tuning.key("weight_grad", np.float32, 64, 16, 8),
+                                           tuning.key("forward_gemm", np.float32, 10, 30, 784),
+                                           tuning.key("forward_gemm", np.float32, 10, 10, 30)])
+    assert kept.get("forward_gemm", np.float32, 10, 30, 784).tiles == {"TILE": 32, "MICRO": 4}
+    # not interrupted: every shape, the same file
+    path2, timed, interrupted = gtune.tune_and_keep(dry_run_backend([]), [784, 30, 10], 10,
+                                                    timer=fake_timer(_costs), device="Fake", cuda=1)
+    assert (path2, timed, interrupted, len(tuning.Table.load(path).entries)) == (path, 5, None, 7)
+
+
+def test_tune_and_keep_refuses_the_emulated_device_before_touching_the_table(cache):
+    from gpubp.backend import get_backend
+    from gpubp.cuda.emulator import compiler_available
+    if not compiler_available():
+        pytest.skip("no C++ compiler for the emulated device")
+    with pytest.raises(InputError, match="gpubp tune is refused on the emulated device"):
+        gtune.tune_and_keep(get_backend("emulated")[0], [4, 3], 2)
+    assert not cache.exists()
