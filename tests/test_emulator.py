@@ -134,6 +134,14 @@ extern "C" __global__ void block_sum_1024(const float* x, float* out) {
     if (t == 0) out[blockIdx.x] = s[0];
 }
 
+// The order the blocks ran in: each block's place in it, by its linear index (thread 0 counts it in).
+extern "C" __global__ void block_arrival(int* place, int* count) {
+    if (threadIdx.x == 0) {
+        const int linear = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+        place[linear] = atomicAdd(count, 1);
+    }
+}
+
 // atomicAdd from every thread of every block.
 extern "C" __global__ void atomic_sums(const float* x, float* total, int* positives, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -348,6 +356,39 @@ def test_atomic_add_over_many_blocks(basics, rng):
     basics.get_function("atomic_sums")(ceil_div(n, 256), 256, (x, total, positives, np.int32(n)))
     assert positives[0] == (x > 0).sum()
     np.testing.assert_allclose(total[0], x.astype(np.float64).sum(), atol=1e-3)
+
+
+def _arrival(basics, grid):
+    n = int(np.prod(grid))
+    place, count = np.full(n, -1, np.int32), np.zeros(1, np.int32)
+    basics.get_function("block_arrival")(grid, 32, (place, count))
+    assert count[0] == n and sorted(place) == list(range(n))          # every block ran, once
+    return place
+
+
+def test_blocks_run_in_index_order_or_as_block_order_says(basics, monkeypatch):
+    """GPUBP_EMULATOR_BLOCK_ORDER: index order (x fastest) by default, backwards, or a seeded permutation,
+    the same for the same seed; a GPU promises none of them, so a result must come out alike under each."""
+    grid = (5, 3, 2)
+    monkeypatch.delenv("GPUBP_EMULATOR_BLOCK_ORDER", raising=False)
+    assert list(_arrival(basics, grid)) == list(range(30))
+    monkeypatch.setenv("GPUBP_EMULATOR_BLOCK_ORDER", "reverse")
+    assert list(_arrival(basics, grid)) == list(range(29, -1, -1))
+    orders = {}
+    for seed in (1, 2, 12345678901234567890 % 10**19):
+        monkeypatch.setenv("GPUBP_EMULATOR_BLOCK_ORDER", f"shuffle:{seed}")
+        orders[seed] = list(_arrival(basics, grid))
+        assert orders[seed] == list(_arrival(basics, grid))            # a seed is one order
+        assert orders[seed] not in (list(range(30)), list(range(29, -1, -1)))
+    assert len({tuple(o) for o in orders.values()}) == 3
+    monkeypatch.setenv("GPUBP_EMULATOR_BLOCK_ORDER", "shuffle:3")
+    assert list(_arrival(basics, 1)) == [0] and sorted(_arrival(basics, (7, 1, 1))) == list(range(7))
+    for bad in ("random", "shuffle", "shuffle:-1", "shuffle:x"):
+        monkeypatch.setenv("GPUBP_EMULATOR_BLOCK_ORDER", bad)
+        with pytest.raises(ValueError, match=rf"GPUBP_EMULATOR_BLOCK_ORDER='{bad}': the emulated device runs a "
+                                             r"grid's blocks in 'index' order \(the default\), 'reverse', or "
+                                             r"'shuffle:SEED'"):
+            _arrival(basics, grid)
 
 
 def test_same_array_twice_is_aliased_like_on_a_gpu(basics, rng):

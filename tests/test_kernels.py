@@ -71,6 +71,39 @@ def test_gemms_built_for_sm_75_against_reference(check, fn, extra, dtype):
     assert fn(dev, dtype, False, **extra) >= 20
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_split_k_gives_the_same_bits_whichever_block_of_a_tile_comes_last(monkeypatch, dtype):
+    """Issue 21 part 3's deterministic reduction: the last block of a tile to arrive sums the partials in the
+    order z = 0, 1, …, so the output's bits do not depend on the order the blocks ran in (a GPU's is any):
+    index order, backwards and three shuffles of the emulated device's blocks give the same bits, 5 splits."""
+    dev, rng = checks.emulated_device(), np.random.default_rng(3)
+    B, I, O, splits = 97, 130, 70, 5
+    a_prev, delta = layer(rng, B, I, O, dtype)
+    W, b = rng.normal(0.0, 0.1, (I, O)).astype(dtype), rng.normal(size=O).astype(dtype)
+    delta_next, a = rng.normal(0.0, 0.5, (B, O)).astype(dtype), rng.uniform(0.0, 1.0, (B, I)).astype(dtype)
+
+    def outputs():
+        out = {"forward": nan_like((B, O), dtype), "BP2": nan_like((B, I), dtype),
+               "dW": nan_like((I, O), dtype), "db": nan_like(O, dtype)}
+        splits_of = {f: checks.split_workspace(dev, f, M, N, splits, dtype, False)
+                     for f, M, N in (("forward_gemm", B, O), ("backward_gemm", B, I), ("weight_grad", I, O))}
+        launchers.gemm_bias_sigmoid(dev.ks, a_prev, W, b, out["forward"], **splits_of["forward_gemm"])
+        launchers.gemm_sigmoid_delta(dev.ks, delta_next, W, a, out["BP2"], **splits_of["backward_gemm"])
+        launchers.weight_grad(dev.ks, a_prev, delta, out["dW"], out["db"], scale=1.0 / B, **splits_of["weight_grad"])
+        assert not any(s["counters"].any() for s in splits_of.values())
+        return out
+
+    monkeypatch.delenv("GPUBP_EMULATOR_BLOCK_ORDER", raising=False)
+    first = outputs()
+    want = np.empty((B, O))
+    reference.gemm_bias_sigmoid(a_prev, W, b, want)
+    assert_close(first["forward"], want, dtype, what="split-K forward")            # right, not only repeatable
+    for order in ("reverse", "shuffle:1", "shuffle:2", "shuffle:3"):
+        monkeypatch.setenv("GPUBP_EMULATOR_BLOCK_ORDER", order)
+        for name, got in outputs().items():
+            assert got.tobytes() == first[name].tobytes(), f"{name} under block order {order}: other bits"
+
+
 def test_every_kernel_has_a_check():
     checked = {c[0].split(" ")[0] for c in checks.CHECKS}
     names = {k.removesuffix("_f32").removesuffix("_f64").removesuffix("_naive")

@@ -13,7 +13,10 @@ launch runs the whole grid on the calling thread::
 
 What a launch honours, and checks:
 
-* Grid and blocks: blocks run one after another; inside a block each thread
+* Grid and blocks: blocks run one after another (in index order; with
+  ``GPUBP_EMULATOR_BLOCK_ORDER=reverse`` or ``shuffle:SEED`` backwards or in a
+  seeded random order, as a GPU may: a result must not depend on which block
+  of a grid runs last); inside a block each thread
   is a fiber that runs until it reaches ``__syncthreads()``, a
   warp-synchronous primitive, or returns.  A barrier releases when every
   thread of the block waits at it.  Each sweep over the runnable threads goes

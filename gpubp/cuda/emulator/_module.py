@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,20 @@ _LAUNCH_LOCK = threading.Lock()  # one launch at a time, process-wide
 MAX_BLOCK = (1024, 1024, 64)
 MAX_THREADS_PER_BLOCK = 1024
 MAX_GRID = (2**31 - 1, 65535, 65535)
+
+#: GPUBP_EMULATOR_BLOCK_ORDER: the order a grid's blocks run in (runtime.cpp's BlockOrder): unset or "index"
+#: (x fastest, then y, then z), "reverse", or "shuffle:SEED" (a permutation drawn from the integer SEED)
+BLOCK_ORDER_ENV = "GPUBP_EMULATOR_BLOCK_ORDER"
+_BLOCK_ORDER = re.compile(r"index|reverse|shuffle:\d{1,19}")
+
+
+def block_order() -> str:
+    """GPUBP_EMULATOR_BLOCK_ORDER's value ("index" when unset); ValueError naming the choices if it is none."""
+    value = os.environ.get(BLOCK_ORDER_ENV, "") or "index"
+    if not _BLOCK_ORDER.fullmatch(value):
+        raise ValueError(f"{BLOCK_ORDER_ENV}={value!r}: the emulated device runs a grid's blocks in 'index' order "
+                         f"(the default), 'reverse', or 'shuffle:SEED' (SEED an integer); unset it or give one")
+    return value
 
 _SCALAR_KINDS = {"f": "float", "i": "int", "u": "uint"}  # category (thunks.h) -> NumPy dtype prefix
 
@@ -181,6 +197,7 @@ class EmulatedKernel:
         if any(g > m for g, m in zip(grid3, MAX_GRID)):
             raise ValueError(f"{where}: invalid configuration argument: grid {grid3} exceeds CUDA's limits {MAX_GRID}")
         shared = self._shared_config(shared_mem, where)
+        block_order()                                   # the runtime reads it; a bad value is refused here
         c_bufs, c_args, buffers, keep = self._marshal(args, where)
         err = Error()
         grid_c = (ctypes.c_uint * 3)(*grid3)

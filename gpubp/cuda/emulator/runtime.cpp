@@ -25,6 +25,7 @@
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <cstdarg>
 #include <link.h>
@@ -826,25 +827,65 @@ void poison_shared() {
 // touched (one flag per static variable of cfg, or null): set for each
 // variable some block wrote, so that the launch learns how much static shared
 // memory the kernel uses (the module's variables are those of all its kernels).
+// The order a grid's blocks run in.  A GPU runs them in any order, many at once; the emulator runs them
+// one after another, by default in index order (x fastest, then y, then z).  GPUBP_EMULATOR_BLOCK_ORDER
+// ("reverse", or "shuffle:SEED": the k-th block run is (a·k + c) mod n, a coprime with n, both drawn from
+// SEED) runs them otherwise, so that a result that must not depend on which block comes last (split-K's
+// fix-up: the last block of a tile sums its partials) can be shown not to.  Checked by the Python side.
+struct BlockOrder {
+    unsigned long long n, a = 1, c = 0;
+    bool reverse = false;
+
+    static unsigned long long mix(unsigned long long x) {  // splitmix64
+        x += 0x9E3779B97F4A7C15ull;
+        x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+        x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+        return x ^ (x >> 31);
+    }
+    static unsigned long long gcd(unsigned long long p, unsigned long long q) {
+        while (q) { const unsigned long long t = p % q; p = q; q = t; }
+        return p;
+    }
+    explicit BlockOrder(unsigned long long blocks) : n(blocks) {
+        const char* s = getenv("GPUBP_EMULATOR_BLOCK_ORDER");
+        if (!s || n < 2) return;
+        if (!strcmp(s, "reverse")) {
+            reverse = true;
+        } else if (!strncmp(s, "shuffle:", 8)) {
+            const unsigned long long h = mix(strtoull(s + 8, nullptr, 10));
+            c = h % n;
+            a = 1 + mix(h) % (n - 1);
+            while (gcd(a, n) != 1) a = a % (n - 1) + 1;  // 1 is coprime with every n
+        }
+    }
+    unsigned long long operator()(unsigned long long k) const {
+        if (reverse) return n - 1 - k;
+        return static_cast<unsigned long long>((static_cast<unsigned __int128>(a) * k + c) % n);  // n < 2^64
+    }
+};
+
 void run_grid(const unsigned grid[3], const gpubp_shared_cfg* cfg, char* touched) {
-    unsigned long long linear = 0;
-    for (unsigned z = 0; z < grid[2]; ++z)
-        for (unsigned y = 0; y < grid[1]; ++y)
-            for (unsigned x = 0; x < grid[0]; ++x, ++linear) {
-                gpubp::block_idx = uint3{x, y, z};
-                poison_shared();
-                run_block(linear);
-                if (L.failed) {
-                    L.err->block[0] = x;
-                    L.err->block[1] = y;
-                    L.err->block[2] = z;
-                    return;
-                }
-                for (int v = 0; touched && v < cfg->nvars; ++v) {
-                    char* lo = L.shared_lo + cfg->vars[2 * v];
-                    if (!touched[v] && !is_pattern(lo, lo + cfg->vars[2 * v + 1])) touched[v] = 1;
-                }
-            }
+    const unsigned long long n = 1ull * grid[0] * grid[1] * grid[2];
+    const BlockOrder order(n);
+    for (unsigned long long k = 0; k < n; ++k) {
+        const unsigned long long linear = order(k);
+        const unsigned x = static_cast<unsigned>(linear % grid[0]);
+        const unsigned y = static_cast<unsigned>(linear / grid[0] % grid[1]);
+        const unsigned z = static_cast<unsigned>(linear / grid[0] / grid[1]);
+        gpubp::block_idx = uint3{x, y, z};
+        poison_shared();
+        run_block(linear);
+        if (L.failed) {
+            L.err->block[0] = x;
+            L.err->block[1] = y;
+            L.err->block[2] = z;
+            return;
+        }
+        for (int v = 0; touched && v < cfg->nvars; ++v) {
+            char* lo = L.shared_lo + cfg->vars[2 * v];
+            if (!touched[v] && !is_pattern(lo, lo + cfg->vars[2 * v + 1])) touched[v] = 1;
+        }
+    }
 }
 
 void on_fault(int sig, siginfo_t* info, void* uctx) {
