@@ -184,6 +184,26 @@ def test_pytest_part_reads_the_run(tmp_path, body, status, summary):
     assert "1 deselected" in part["summary"]
 
 
+def test_pytest_part_logs_each_test_as_it_runs_so_a_cut_short_run_leaves_them(tmp_path):
+    """A run past its time: FAIL naming the log, which holds the tests finished before it was stopped; a run
+    that ends removes its log (its tail is in the report)."""
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_kernels.py").write_text(
+        "import time\nimport pytest\n\n\n@pytest.mark.gpu\ndef test_a_quick_one():\n    pass\n\n\n"
+        "@pytest.mark.gpu\ndef test_a_slow_one():\n    time.sleep(60)\n")
+    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    gpu: needs a GPU\n")
+    log = tmp_path / "out" / "pytest.log"
+    log.parent.mkdir()
+    part = check_run.pytest_part(timeout=10, root=tmp_path, log_path=log)
+    assert part["status"] == "FAIL" and part["why"] == f"pytest -m gpu did not finish in 10 s (its output so far: {log})"
+    assert "test_kernels.py::test_a_quick_one PASSED" in log.read_text()
+    (tmp_path / "tests" / "test_kernels.py").write_text("import pytest\n\n\n@pytest.mark.gpu\ndef test_on_gpu():\n"
+                                                        "    pass\n")
+    part = check_run.pytest_part(timeout=120, root=tmp_path, log_path=log)
+    assert part["status"] == "PASS" and not log.exists()
+    assert "test_kernels.py::test_on_gpu PASSED" in part["details"]["output_tail"]
+
+
 def test_pytest_part_without_tests_is_not_run(tmp_path):
     part = check_run.pytest_part(root=tmp_path)
     assert part["status"] == "NOT RUN" and "an installed gpubp" in part["why"]

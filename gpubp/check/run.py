@@ -31,6 +31,7 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -121,19 +122,35 @@ def nvrtc_part(log) -> dict:
 _COUNTS = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed|deselected)")
 
 
-def pytest_part(timeout: float = 600.0, root: Path = ROOT) -> dict:
-    """``pytest -m gpu`` on ``root``'s tests/, in a child process; PASS when it exits 0 having passed some."""
+def pytest_part(timeout: float = 600.0, root: Path = ROOT, log_path=None) -> dict:
+    """``pytest -m gpu -v`` on ``root``'s tests/, in a child process; PASS when it exits 0 having passed some.
+    Its output goes to ``log_path`` as it runs (a line a test), so a check killed in this part leaves which
+    tests had passed or failed; once the run ends the log's tail is in the report and the file is removed."""
     tests = Path(root) / "tests"
     if not (tests / "test_kernels.py").is_file():
         return _part("pytest", "NOT RUN", why=f"no tests/ beside the package ({tests}): an installed gpubp; "
                                               f"run from a source checkout")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p))
-    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-rs", "-q", "-p", "no:cacheprovider", str(tests)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return _part("pytest", "FAIL", why=f"pytest -m gpu did not finish in {timeout:.0f} s")
-    out = proc.stdout + proc.stderr
+    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-rs", "-v", "-p", "no:cacheprovider", str(tests)]
+    if log_path is None:
+        fd, log_path = tempfile.mkstemp(prefix="gpubp-pytest-", suffix=".log")
+        os.close(fd)
+    log_path = Path(log_path)
+    with open(log_path, "w") as out_file:
+        proc = subprocess.Popen(cmd, stdout=out_file, stderr=subprocess.STDOUT, text=True, cwd=root, env=env)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return _part("pytest", "FAIL", why=f"pytest -m gpu did not finish in {timeout:.0f} s (its output so far: "
+                                               f"{log_path})")
+        except BaseException:                # interrupted: the child stops too, its log stays for the reader
+            proc.kill()
+            proc.wait()
+            raise
+    out = log_path.read_text(errors="replace")
+    log_path.unlink()
     counts = {}
     for n, what in _COUNTS.findall(out.strip().splitlines()[-1] if out.strip() else ""):
         counts[what.rstrip("s") if what.startswith("error") else what] = int(n)
@@ -247,7 +264,7 @@ def _run_part(name, gpu, out_dir, no_device, log):
                                            "tune": "only with --gpu (times on the emulated device say "
                                                    "nothing of a GPU's)"}[name])
     elif name == "pytest":
-        part = pytest_part()
+        part = pytest_part(log_path=os.path.join(out_dir, "pytest.log"))
     elif name == "sanitizers":
         from . import sanitizers
         s = sanitizers.run_all(log=log)
