@@ -594,8 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "PYTHONPATH=. and nothing to install.")
     c.add_argument("--gpu", action="store_true", help="check the cupy backend on this machine's CUDA device")
     c.add_argument("--out", default="check-out", help="folder for check.json, check.md (default: check-out)")
-    c.add_argument("--part", help="comma-separated parts to run (default: all): "
-                                  "environment,kernels,fit,nvrtc,pytest,sanitizers,bench")
+    from .check.run import PARTS
+    c.add_argument("--part", help=f"comma-separated parts to run, in the order given (environment always first; "
+                                  f"with a time limit, what matters most first); default: all, {','.join(PARTS)}")
     c.add_argument("--quiet", action="store_true", help="no progress lines; the summary only if something failed")
     c.set_defaults(func=cmd_check)
 

@@ -94,6 +94,17 @@ def test_the_report_is_written_before_each_part_so_a_killed_check_keeps_the_part
     assert sorted(os.listdir(tmp_path)) == ["check.json", "check.md"]      # no .tmp left behind
 
 
+def test_parts_run_in_the_order_given_after_the_environment(tmp_path, monkeypatch):
+    ran = []
+    for name in ("kernels", "fit", "nvrtc_part"):
+        monkeypatch.setattr(check_run, name, lambda *a, name=name: ran.append(name) or
+                            check_run._part(name.removesuffix("_part"), "PASS", summary="stand-in"))
+    assert main(["check", "--part", "nvrtc,fit,environment,kernels,fit", "--quiet", "--out", str(tmp_path)]) == 0
+    assert ran == ["nvrtc_part", "fit", "kernels"]
+    assert [p["name"] for p in json.loads((tmp_path / "check.json").read_text())["parts"]] == \
+        ["environment", "nvrtc", "fit", "kernels"]
+
+
 _SLOW_KERNELS = """
 import sys, time
 from gpubp.check import run

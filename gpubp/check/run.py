@@ -204,7 +204,8 @@ def tune_part(log, bk=None, **tune_args) -> dict:
 
 
 def run(gpu: bool, out_dir, parts=PARTS, log=print) -> dict:
-    """Run the parts (in PARTS order), write the report into ``out_dir``, and return it."""
+    """Run the parts (environment first, the others in the order ``parts`` gives them: with a time limit,
+    what matters most first), write the report into ``out_dir`` before each and at the end, and return it."""
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         raise ValueError(f"unknown part(s) {', '.join(unknown)}; the parts are {', '.join(PARTS)}")
@@ -212,7 +213,7 @@ def run(gpu: bool, out_dir, parts=PARTS, log=print) -> dict:
     result = {"gpubp": __version__, "gpu": gpu, "started": datetime.datetime.now().isoformat(timespec="seconds"),
               "python": platform.python_version(), "numpy": np.__version__, "out": os.fspath(out_dir), "parts": []}
     no_device = None
-    todo = [name for name in PARTS if name in parts]
+    todo = sorted(dict.fromkeys(parts), key=lambda name: name != "environment")
     for i, name in enumerate(todo):
         result["pending"] = todo[i:]
         _write_so_far(result, out_dir, t0)     # a check killed in this part keeps the parts before it
