@@ -7,6 +7,21 @@ def rng():
     return np.random.default_rng(12345)
 
 
+@pytest.fixture(scope="module", params=["emulated", pytest.param("cupy", marks=pytest.mark.gpu)])
+def dev(request):
+    """The device the kernel checks run on (gpubp.check.kernels.Device): the emulated one, and with -m gpu
+    the current CUDA device (skipped with the reason where there is none)."""
+    from gpubp.check import kernels as checks
+    from gpubp.cuda import sources
+
+    if request.param == "emulated":
+        return checks.emulated_device()
+    try:
+        return checks.cupy_device()
+    except sources.DeviceUnavailable as e:
+        pytest.skip(f"no GPU for the cupy backend: {e}")
+
+
 @pytest.fixture
 def launched(monkeypatch):
     """The names of the kernels launched from now on, on every KernelSet of the process (a GEMM may run on a

@@ -17,7 +17,6 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 from gpubp import reference  # noqa: E402
 from gpubp.check import kernels as checks  # noqa: E402
 from gpubp.cuda import launchers, tuning  # noqa: E402
-from gpubp.cuda import sources as kernels  # noqa: E402
 from gpubp.testing import assert_close  # noqa: E402
 
 #: one below, at and one above each tile and chunk edge (TILE 32 and 64, BK 16), and anything up to 150
@@ -28,16 +27,6 @@ splits = st.sampled_from([1, 2, 3, 4, 8, 16])
 dtypes = st.sampled_from([np.float32, np.float64])
 _MORE = int(os.environ.get("GPUBP_PROPERTY_EXAMPLES", "0"))
 SETTINGS = settings(max_examples=_MORE or 150, deadline=None, derandomize=not _MORE, database=None)
-
-
-@pytest.fixture(scope="module", params=["emulated", pytest.param("cupy", marks=pytest.mark.gpu)])
-def dev(request) -> checks.Device:
-    if request.param == "emulated":
-        return checks.emulated_device()
-    try:
-        return checks.cupy_device()
-    except kernels.DeviceUnavailable as e:
-        pytest.skip(f"no GPU for the cupy backend: {e}")
 
 
 def _on(dev, tiles) -> checks.Device:

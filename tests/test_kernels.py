@@ -33,16 +33,6 @@ def test_shape_lists_cover_the_edges():
             assert not missing, f"dimension {dim} never takes the sizes {sorted(missing)}"
 
 
-@pytest.fixture(scope="module", params=["emulated", pytest.param("cupy", marks=pytest.mark.gpu)])
-def dev(request) -> checks.Device:
-    if request.param == "emulated":
-        return checks.emulated_device()
-    try:
-        return checks.cupy_device()
-    except kernels.DeviceUnavailable as e:
-        pytest.skip(f"no GPU for the cupy backend: {e}")
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("naive", NAIVE)
 @pytest.mark.parametrize("check, fn, extra", checks.CHECKS, ids=[c[0].replace(" ", "-") for c in checks.CHECKS])
