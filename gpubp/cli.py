@@ -392,16 +392,17 @@ def cmd_bench(args) -> int:
     t0 = time.perf_counter()
     with _sigterm_as_ctrl_c():              # interrupted, it returns the rows timed so far
         report = bench.run(backends=backends, nets=nets, quick=args.quick, groups=groups, log=say)
-    if report.machine.get("interrupted"):
-        paths = bench.write(report, args.out)
-        print(f"{report.machine['interrupted']}: the rows timed are in "
-              f"{', '.join(v for k, v in paths.items() if k != 'note')}", file=sys.stderr)
-        return 130
-    print()
-    say(bench.terminal(report, said=() if ok else (why,)))
+    interrupted = report.machine.get("interrupted")
+    if not interrupted:
+        print()
+        say(bench.terminal(report, said=() if ok else (why,)))
     paths = bench.write(report, args.out)
-    say(f"\nfull detail (bytes, flops, GB/s, spread, every round's time) in "
-        f"{', '.join(v for k, v in paths.items() if k != 'note')}; {time.perf_counter() - t0:.0f}s")
+    files = ", ".join(v for k, v in paths.items() if k != "note")
+    if interrupted:
+        print(f"{interrupted}: the rows timed are in {files}", file=sys.stderr)
+        return 130
+    say(f"\nfull detail (bytes, flops, GB/s, spread, every round's time) in {files}; "
+        f"{time.perf_counter() - t0:.0f}s")
     if "note" in paths:
         print(paths["note"])
     failed = bench.failures(report)
